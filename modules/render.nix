@@ -1,0 +1,822 @@
+# render.nix — chatmail relay configuration as data and text, from builtins only.
+#
+# The NixOS module (modules/*.nix) and the local harness (tests/harness, scripts/local-relay)
+# both render Postfix, Dovecot and chatmail.ini from this one function, so what the harness
+# tests is what NixOS runs. No nixpkgs, no imports: it evaluates with a plain
+#
+#   nix-instantiate --eval --strict --json \
+#     -E 'import ./modules/render.nix (builtins.fromJSON (builtins.readFile ./params.json))'
+#
+# (Nix 2.8 and later). Facts follow chatmail relay 1.9.0 (cmdeploy's postfix/main.cf.j2,
+# master.cf.j2, dovecot/dovecot.conf.j2, dovecot/auth.conf); left out on purpose: OpenDKIM
+# milters, IMAP METADATA / last-login dicts and Lua push notifications (no daemons for them here).
+#
+# PARAMS (a plain attrset; everything JSON-able)
+#   domain        required. The mail domain, a lower-case DNS name of at least two labels;
+#                 labels may start with "_" (e.g. "_r1.test"). Used for myhostname, myorigin,
+#                 virtual_mailbox_domains, the ini's mail_domain and the Dovecot admin address.
+#   settings      chatmail.ini values, keyed by the upstream ini key. Missing keys take the
+#                 defaults (result field `defaults`). Values: int, string, bool
+#                 or list of strings (lists are written space-separated; strings with newlines
+#                 as indented continuation lines). Unknown keys are
+#                 written to the ini as they are. `mail_domain` and `mailboxes_dir` are not
+#                 accepted here: they come from `domain` and `paths.mailboxesDir`.
+#   paths         everything that differs between NixOS and the local harness; every field is
+#                 optional (defaults = the NixOS layout):
+#     configFile          chatmail.ini location              "/etc/chatmail/chatmail.ini"
+#     mailboxesDir        maildirs, one per address          "/var/lib/vmail/mail/<domain>"
+#     doveauthSocket      doveauth's dict socket             "/run/doveauth/doveauth.socket"
+#     dovecotAuthDictConf where `dovecotAuthDictConf` (the passdb/userdb dict config) is
+#                         installed; Dovecot's passdb/userdb `args` point to it
+#                                                            "/etc/dovecot/chatmail-auth-dict.conf"
+#     tlsCert, tlsKey     PEM certificate chain and key      "/var/lib/chatmail/tls/{cert,key}.pem"
+#     caFile              CA bundle for verifying other relays (smtp_tls_CAfile)
+#                                                            "/etc/ssl/certs/ca-certificates.crt"
+#     postfixQueueDir     Postfix queue_directory; Dovecot puts its auth and LMTP sockets in
+#                         its private/ ("private/auth", "private/dovecot-lmtp")
+#                                                            "/var/lib/postfix/queue"
+#     postfixUser, postfixGroup  owner of those sockets      "postfix", "postfix"
+#     vmailUser, vmailGroup      owner of the maildirs; Dovecot's mail_uid/mail_gid, the
+#                                LMTP and auth-worker user   "vmail", "vmail"
+#     binDir              directory holding `doveauth` and `filtermail`; null = leave the bare
+#                         program names for a PATH lookup     null
+#   postfixMain, postfixMaster, dovecot
+#                 escape hatches, merged recursively over the rendered `postfixMain`,
+#                 `postfixMaster` and `dovecot` (attrsets merge key by key, any other value
+#                 replaces, `null` removes the key). For other deployments, e.g. several
+#                 instances on one host: queue_directory, data_directory, multi_instance_name,
+#                 maillog_file (Postfix); base_dir, state_dir, instance_name, log_path (Dovecot).
+#
+# RESULT
+#   defaults      chatmail.ini defaults (as chatmaild's reader has them) (readable without params:
+#                 `(import ./render.nix { }).defaults`).
+#   settings      the effective chatmail.ini values (defaults, then params.settings, then
+#                 mail_domain and mailboxes_dir).
+#   paths         the effective paths (defaults, then params.paths).
+#   problems      list of human-readable configuration errors (bad domain, username lengths,
+#                 port collisions, ports out of range); [] when fine. Rendering does not fail on
+#                 them: the NixOS module turns them into assertions, the harness should check it.
+#   postfixMain   main.cf as an attrset in the shape of nixpkgs' `services.postfix.settings.main`
+#                 (values: string, int, bool, list of strings).
+#   postfixMaster master.cf as an attrset of services in the shape of nixpkgs'
+#                 `services.postfix.settings.master` entries: name (defaults to the key), type,
+#                 private, privileged, chroot, wakeup, wakeupUnusedComponent, maxproc, command,
+#                 args. Fields left out mean the Postfix default ("-"). Keys follow nixpkgs
+#                 (e.g. `smtp_inet` is the smtpd on port 25, `smtp` the client), and the
+#                 standard services carry nixpkgs' own values.
+#   mainCf, masterCf  the same as file text (lists joined with ", ", bools yes/no).
+#   dovecot       dovecot.conf (2.3) as a settings tree in the shape of nixpkgs'
+#                 `services.dovecot2.settings`: "name" = value; a section is an attrset under
+#                 the key "type name" (e.g. "service imap"); lists of strings are written
+#                 space-separated, bools yes/no.
+#   dovecotConf   the same as dovecot.conf text (keys in sorted order, as nixpkgs writes them).
+#   dovecotAuthDictConf  text of the dict passdb/userdb config (to install at
+#                 paths.dovecotAuthDictConf): proxy to doveauth, keys passdb/… and userdb/….
+#   chatmailIni   chatmail.ini text: a `[params]` section with every key of `settings`, readable
+#                 by chatmaild.config.read_config.
+#   daemons       argv lists of the chatmaild daemons (upstream command lines):
+#                 doveauth            = [ doveauth SOCKET INI ]
+#                 filtermail          = [ filtermail INI outgoing ]
+#                 filtermail-incoming = [ filtermail INI incoming ]
+#   ports         { public = { smtp, submission, submissions, imap, imaps }; internal = the
+#                 four filter/reinject ports } for firewalls and checks.
+params:
+let
+  inherit (builtins)
+    all
+    attrNames
+    concatMap
+    concatStringsSep
+    filter
+    foldl'
+    isAttrs
+    isBool
+    isInt
+    isList
+    isString
+    length
+    listToAttrs
+    match
+    removeAttrs
+    split
+    stringLength
+    toString
+    ;
+
+  # --- helpers -------------------------------------------------------------------------------
+
+  yesNo = b: if b then "yes" else "no";
+
+  # Merge `override` over `base`: attrsets recursively, other values replace, null removes.
+  mergeOver =
+    base: override:
+    foldl' (
+      acc: name:
+      let
+        value = override.${name};
+      in
+      if value == null then
+        removeAttrs acc [ name ]
+      else if isAttrs value && isAttrs (acc.${name} or null) then
+        acc // { ${name} = mergeOver acc.${name} value; }
+      else
+        acc // { ${name} = dropNulls value; }
+    ) base (attrNames override);
+
+  # An override value that lands on a missing key must not carry its null "removals" along.
+  dropNulls =
+    value:
+    if isAttrs value then
+      listToAttrs (
+        map (name: {
+          inherit name;
+          value = dropNulls value.${name};
+        }) (filter (name: value.${name} != null) (attrNames value))
+      )
+    else
+      value;
+
+  lines = text: filter isString (split "\n" text);
+
+  # --- inputs --------------------------------------------------------------------------------
+
+  # chatmail.ini defaults, as chatmaild's config reader has them (upstream 1.9.0's keys;
+  # max_mailbox_size and max_user_send_burst_size follow this project's chatmaild).
+  defaults = {
+    max_user_send_per_minute = 60;
+    max_user_send_burst_size = 10;
+    max_mailbox_size = "500M";
+    max_message_size = 31457280;
+    delete_mails_after = 20;
+    delete_large_after = 7;
+    delete_inactive_users_after = 90;
+    username_min_length = 9;
+    username_max_length = 9;
+    password_min_length = 9;
+    passthrough_senders = [ ];
+    passthrough_recipients = [ ];
+    filtermail_smtp_port = 10080;
+    postfix_reinject_port = 10025;
+    filtermail_smtp_port_incoming = 10081;
+    postfix_reinject_port_incoming = 10026;
+    disable_ipv6 = false;
+    acme_email = "";
+    imap_rawlog = false;
+    imap_compress = false;
+    privacy_postal = "";
+    privacy_mail = "";
+    privacy_pdo = "";
+    privacy_supervisor = "";
+  };
+
+  domain =
+    if params ? domain && isString params.domain then
+      params.domain
+    else
+      throw "render.nix: params.domain (the mail domain, a string) is required";
+
+  givenSettings = params.settings or { };
+
+  paths = {
+    configFile = "/etc/chatmail/chatmail.ini";
+    mailboxesDir = "/var/lib/vmail/mail/${domain}";
+    doveauthSocket = "/run/doveauth/doveauth.socket";
+    dovecotAuthDictConf = "/etc/dovecot/chatmail-auth-dict.conf";
+    tlsCert = "/var/lib/chatmail/tls/cert.pem";
+    tlsKey = "/var/lib/chatmail/tls/key.pem";
+    caFile = "/etc/ssl/certs/ca-certificates.crt";
+    postfixQueueDir = "/var/lib/postfix/queue";
+    postfixUser = "postfix";
+    postfixGroup = "postfix";
+    vmailUser = "vmail";
+    vmailGroup = "vmail";
+    binDir = null;
+  }
+  // (params.paths or { });
+
+  settings =
+    if givenSettings ? mail_domain then
+      throw "render.nix: settings.mail_domain is not accepted; it is params.domain"
+    else if givenSettings ? mailboxes_dir then
+      throw "render.nix: settings.mailboxes_dir is not accepted; set paths.mailboxesDir instead"
+    else
+      defaults
+      // givenSettings
+      // {
+        mail_domain = domain;
+        mailboxes_dir = paths.mailboxesDir;
+      };
+
+  # --- validation ----------------------------------------------------------------------------
+
+  # A DNS name: lower-case labels of letters, digits, "_" and inner "-" (chatmaild accepts no
+  # upper case), at most 63 characters each, at least two labels, at most 253 characters.
+  domainLabels = filter isString (split "\\." domain);
+  labelOk = label: match "[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?" label != null;
+  domainOk =
+    stringLength domain <= 253 && length domainLabels >= 2 && all labelOk domainLabels;
+
+  publicPorts = {
+    smtp = 25;
+    submission = 587;
+    submissions = 465;
+    imap = 143;
+    imaps = 993;
+  };
+  internalPortKeys = [
+    "filtermail_smtp_port"
+    "postfix_reinject_port"
+    "filtermail_smtp_port_incoming"
+    "postfix_reinject_port_incoming"
+  ];
+  internalPorts = listToAttrs (
+    map (key: {
+      name = key;
+      value = settings.${key};
+    }) internalPortKeys
+  );
+  portUsers =
+    map (key: {
+      name = key;
+      port = settings.${key};
+    }) internalPortKeys
+    ++ map (name: {
+      name = "the ${name} listener";
+      port = publicPorts.${name};
+    }) (attrNames publicPorts);
+  portProblems = concatMap (
+    key:
+    let
+      port = settings.${key};
+      sharers = filter (u: u.port == port && u.name != key) portUsers;
+    in
+    if !(isInt port) || port < 1 || port > 65535 then
+      [ "settings.${key} = ${toString port} is not a TCP port; write a number from 1 to 65535" ]
+    else if sharers != [ ] then
+      [
+        "settings.${key} = ${toString port} collides with ${(builtins.head sharers).name}; give each of ${concatStringsSep ", " internalPortKeys} its own free port"
+      ]
+    else
+      [ ]
+  ) internalPortKeys;
+
+  problems =
+    (
+      if domainOk then
+        [ ]
+      else
+        [
+          "domain \"${domain}\" is not a DNS name of at least two labels (lower-case letters, digits, \"_\" and inner \"-\"); write e.g. \"chat.example.org\""
+        ]
+    )
+    ++ (
+      if settings.username_min_length <= settings.username_max_length then
+        [ ]
+      else
+        [
+          "username_min_length (${toString settings.username_min_length}) is greater than username_max_length (${toString settings.username_max_length}); make username_max_length at least ${toString settings.username_min_length}"
+        ]
+    )
+    ++ portProblems;
+
+  # --- Postfix -------------------------------------------------------------------------------
+
+  smtpdProxy = port: "127.0.0.1:${toString port}";
+
+  renderedMain = {
+    myhostname = domain;
+    myorigin = domain;
+    mydestination = "";
+    virtual_mailbox_domains = domain;
+    virtual_transport = "lmtp:unix:private/dovecot-lmtp";
+    queue_directory = paths.postfixQueueDir;
+    compatibility_level = "3.6";
+    smtpd_banner = "$myhostname ESMTP $mail_name";
+    biff = false;
+    append_dot_mydomain = false;
+
+    mynetworks = [
+      "127.0.0.0/8"
+      "[::ffff:127.0.0.0]/104"
+      "[::1]/128"
+    ];
+    inet_interfaces = "all";
+    inet_protocols = if settings.disable_ipv6 then "ipv4" else "all";
+    mailbox_size_limit = 0;
+    message_size_limit = settings.max_message_size;
+    recipient_delimiter = "+";
+    # No reverse lookups of clients: fewer delays and DNS queries.
+    smtpd_peername_lookup = false;
+    smtpd_relay_restrictions = [
+      "permit_mynetworks"
+      "permit_sasl_authenticated"
+      "defer_unauth_destination"
+    ];
+
+    # Server TLS; port 25 raises the level to "encrypt" in master.cf.
+    smtpd_tls_chain_files = [
+      paths.tlsKey
+      paths.tlsCert
+    ];
+    smtpd_tls_security_level = "may";
+    smtpd_tls_exclude_ciphers = [
+      "aNULL"
+      "RC4"
+      "MD5"
+      "DES"
+    ];
+    tls_preempt_cipherlist = true;
+
+    # Client TLS to other relays: verified, SNI sent.
+    smtp_tls_security_level = "verify";
+    smtp_tls_CAfile = paths.caFile;
+    smtp_tls_servername = "hostname";
+    smtp_tls_session_cache_database = "btree:$data_directory/smtp_scache";
+    smtp_tls_policy_maps = "inline:{nauta.cu=may}";
+    smtp_tls_protocols = ">=TLSv1.2";
+    smtp_tls_mandatory_protocols = ">=TLSv1.2";
+
+    # Restrictions for authenticated clients (submission, submissions), referenced from
+    # master.cf.
+    mua_client_restrictions = [
+      "permit_sasl_authenticated"
+      "reject"
+    ];
+    mua_sender_restrictions = [
+      "reject_sender_login_mismatch"
+      "permit_sasl_authenticated"
+      "reject"
+    ];
+    mua_helo_restrictions = [
+      "permit_mynetworks"
+      "reject_invalid_helo_hostname"
+      "reject_non_fqdn_helo_hostname"
+      "permit"
+    ];
+    # Every MAIL FROM address is owned by the SASL login of the same name. "$$" is a literal
+    # "$" after main.cf's own expansion.
+    smtpd_sender_login_maps = "regexp:{{/^(.*)$$/ $${1}}}";
+    # Header cleanup of authenticated mail (the "authclean" cleanup service): no client IP,
+    # no mailer, and no readable Subject.
+    mua_header_checks = "regexp:{{/^Received:/ IGNORE}, {/^X-Originating-IP:/ IGNORE}, {/^X-Mailer:/ IGNORE}, {/^User-Agent:/ IGNORE}, {/^Subject:/ REPLACE Subject: [...]}}";
+  };
+
+  opts = attrs: concatMap (name: [ "-o" "${name}=${attrs.${name}}" ]) (attrNames attrs);
+
+  submissionOpts = {
+    smtpd_tls_security_level = "encrypt";
+    smtpd_tls_mandatory_protocols = ">=TLSv1.3";
+    smtpd_sasl_auth_enable = "yes";
+    smtpd_sasl_type = "dovecot";
+    smtpd_sasl_path = "private/auth";
+    smtpd_reject_unlisted_recipient = "no";
+    smtpd_client_restrictions = "$mua_client_restrictions";
+    smtpd_helo_restrictions = "$mua_helo_restrictions";
+    smtpd_sender_restrictions = "$mua_sender_restrictions";
+    smtpd_recipient_restrictions = "";
+    smtpd_relay_restrictions = "permit_sasl_authenticated,reject";
+    milter_macro_daemon_name = "ORIGINATING";
+    smtpd_client_connection_count_limit = "1000";
+    smtpd_proxy_filter = smtpdProxy settings.filtermail_smtp_port;
+  };
+
+  # nixpkgs' standard services, with nixpkgs' values (modules/postfix.nix forces every entry
+  # of this attrset, so it must be complete), then the chatmail services.
+  renderedMaster = {
+    pickup = {
+      private = false;
+      wakeup = 60;
+      maxproc = 1;
+    };
+    cleanup = {
+      private = false;
+      maxproc = 0;
+    };
+    qmgr = {
+      private = false;
+      wakeup = 300;
+      maxproc = 1;
+    };
+    tlsmgr = {
+      wakeup = 1000;
+      wakeupUnusedComponent = false;
+      maxproc = 1;
+    };
+    rewrite.command = "trivial-rewrite";
+    bounce.maxproc = 0;
+    defer = {
+      maxproc = 0;
+      command = "bounce";
+    };
+    trace = {
+      maxproc = 0;
+      command = "bounce";
+    };
+    verify.maxproc = 1;
+    flush = {
+      private = false;
+      wakeup = 1000;
+      wakeupUnusedComponent = false;
+      maxproc = 0;
+    };
+    proxymap = { };
+    proxywrite = {
+      maxproc = 1;
+      command = "proxymap";
+    };
+    showq.private = false;
+    error = { };
+    retry.command = "error";
+    discard = { };
+    local.privileged = true;
+    virtual.privileged = true;
+    lmtp = { };
+    anvil.maxproc = 1;
+    scache.maxproc = 1;
+    smtp = { };
+    relay = {
+      command = "smtp";
+      args = [
+        "-o"
+        "smtp_fallback_relay="
+      ];
+    };
+    # Needed by maillog_file (logging without syslog).
+    postlog = {
+      type = "unix-dgram";
+      private = false;
+      chroot = false;
+      maxproc = 1;
+      command = "postlogd";
+    };
+
+    # Port 25: other relays, TLS required, every message through filtermail (incoming).
+    smtp_inet = {
+      name = "smtp";
+      type = "inet";
+      private = false;
+      command = "smtpd";
+      args = opts {
+        smtpd_tls_security_level = "encrypt";
+        smtpd_tls_mandatory_protocols = ">=TLSv1.2";
+        smtpd_proxy_filter = smtpdProxy settings.filtermail_smtp_port_incoming;
+      };
+    };
+    # Ports 587 (STARTTLS) and 465 (TLS from the start): Delta Chat clients, SASL through
+    # Dovecot, every message through filtermail (outgoing).
+    submission = {
+      type = "inet";
+      private = false;
+      maxproc = 5000;
+      command = "smtpd";
+      args = opts (
+        submissionOpts
+        // {
+          syslog_name = "postfix/submission";
+          smtpd_tls_auth_only = "yes";
+        }
+      );
+    };
+    submissions = {
+      type = "inet";
+      private = false;
+      maxproc = 5000;
+      command = "smtpd";
+      args = opts (
+        submissionOpts
+        // {
+          syslog_name = "postfix/submissions";
+          smtpd_tls_wrappermode = "yes";
+        }
+      );
+    };
+    # filtermail hands accepted mail back on these loopback ports.
+    reinject = {
+      name = smtpdProxy settings.postfix_reinject_port;
+      type = "inet";
+      private = false;
+      chroot = false;
+      maxproc = 100;
+      command = "smtpd";
+      args = opts {
+        syslog_name = "postfix/reinject";
+        cleanup_service_name = "authclean";
+      };
+    };
+    reinject_incoming = {
+      name = smtpdProxy settings.postfix_reinject_port_incoming;
+      type = "inet";
+      private = false;
+      chroot = false;
+      maxproc = 100;
+      command = "smtpd";
+      args = opts { syslog_name = "postfix/reinject_incoming"; };
+    };
+    authclean = {
+      private = false;
+      maxproc = 0;
+      command = "cleanup";
+      args = opts { header_checks = "$mua_header_checks"; };
+    };
+  };
+
+  postfixMain = mergeOver renderedMain (params.postfixMain or { });
+  postfixMaster = mergeOver renderedMaster (params.postfixMaster or { });
+
+  postfixValue =
+    value:
+    if isBool value then
+      yesNo value
+    else if isList value then
+      concatStringsSep ", " value
+    else
+      toString value;
+
+  mainCf = concatStringsSep "" (
+    map (name: "${name} = ${postfixValue postfixMain.${name}}\n") (attrNames postfixMain)
+  );
+
+  masterLine =
+    key:
+    let
+      entry = postfixMaster.${key};
+      column = field: render: if entry ? ${field} then render entry.${field} else "-";
+      wakeup =
+        if entry ? wakeup then
+          toString entry.wakeup + (if (entry.wakeupUnusedComponent or true) then "" else "?")
+        else
+          "-";
+      args = concatStringsSep "" (
+        map (arg: if match "-.*" arg != null then "\n  ${arg}" else " ${arg}") (entry.args or [ ])
+      );
+    in
+    concatStringsSep " " [
+      (entry.name or key)
+      (entry.type or "unix")
+      (column "private" (b: if b then "y" else "n"))
+      (column "privileged" (b: if b then "n" else "y"))
+      (column "chroot" (b: if b then "y" else "n"))
+      wakeup
+      (column "maxproc" toString)
+      (entry.command or key)
+    ]
+    + args
+    + "\n";
+
+  masterCf =
+    "# service type private unpriv chroot wakeup maxproc command + args\n"
+    + concatStringsSep "" (map masterLine (attrNames postfixMaster));
+
+  # --- Dovecot -------------------------------------------------------------------------------
+
+  queuePrivate = "${paths.postfixQueueDir}/private";
+
+  renderedDovecot = {
+    protocols = [
+      "imap"
+      "lmtp"
+    ];
+    auth_mechanisms = "plain";
+    disable_plaintext_auth = true;
+    # Enough client slots for the process limits below (avoids doveconf's warnings).
+    default_client_limit = 20000;
+    mail_server_admin = "mailto:root@${domain}";
+    mail_server_comment = "Chatmail server";
+    imap_capability = "+XCHATMAIL";
+
+    mail_uid = paths.vmailUser;
+    mail_gid = paths.vmailGroup;
+    mail_privileged_group = paths.vmailGroup;
+    mail_location = "maildir:${paths.mailboxesDir}/%u";
+    # Index and cache files are of little use to a relay; keep them small.
+    mail_cache_max_size = "500K";
+    mail_plugins = [
+      "zlib"
+      "quota"
+    ];
+
+    passdb = {
+      driver = "dict";
+      args = paths.dovecotAuthDictConf;
+    };
+    userdb = {
+      driver = "dict";
+      args = paths.dovecotAuthDictConf;
+    };
+
+    "namespace inbox" = {
+      inbox = true;
+      "mailbox Drafts".special_use = "\\Drafts";
+      "mailbox Junk".special_use = "\\Junk";
+      "mailbox Trash".special_use = "\\Trash";
+      "mailbox Sent".special_use = "\\Sent";
+    };
+
+    "protocol imap" =
+      {
+        mail_plugins = [
+          "$mail_plugins"
+          "imap_quota"
+        ]
+        ++ (if settings.imap_compress then [ "imap_zlib" ] else [ ]);
+      }
+      // (
+        if settings.imap_rawlog then
+          {
+            # .in/.out protocol logs in each maildir.
+            rawlog_dir = "%h";
+          }
+        else
+          { }
+      );
+
+    plugin = {
+      zlib_save = "gz";
+      imap_compress_deflate_level = 6;
+      quota = "maildir:User quota";
+      quota_rule = "*:storage=${toString settings.max_mailbox_size}";
+      quota_max_mail_size = settings.max_message_size;
+      quota_grace = 0;
+    };
+
+    "service lmtp" = {
+      user = paths.vmailUser;
+      "unix_listener ${queuePrivate}/dovecot-lmtp" = {
+        user = paths.postfixUser;
+        group = paths.postfixGroup;
+        mode = "0600";
+      };
+    };
+    "service auth"."unix_listener ${queuePrivate}/auth" = {
+      user = paths.postfixUser;
+      group = paths.postfixGroup;
+      mode = "0660";
+    };
+    # doveauth's socket belongs to vmail; dict lookups run in auth-worker.
+    "service auth-worker".user = paths.vmailUser;
+    # Thousands of logged-in clients: one imap process each, long-lived login processes.
+    "service imap" =
+      {
+        process_limit = 50000;
+      }
+      // (
+        if settings.imap_rawlog then
+          { executable = "imap postlogin"; }
+        else
+          { }
+      )
+      // (
+        if settings.imap_compress then
+          { }
+        else
+          {
+            # Lets imap-hibernate hand idle clients back (hibernation needs no COMPRESS).
+            "unix_listener imap-master".user = "$default_internal_user";
+            extra_groups = "$default_internal_group";
+          }
+      );
+    "service imap-login" = {
+      service_count = 0;
+      vsz_limit = "1G";
+      process_min_avail = 10;
+    };
+    # Penalties by IP address do not help here (clients come through NAT in numbers).
+    "service anvil"."unix_listener anvil-auth-penalty".mode = "0";
+
+    ssl = "required";
+    ssl_cert = "<${paths.tlsCert}";
+    ssl_key = "<${paths.tlsKey}";
+    ssl_min_protocol = "TLSv1.3";
+    ssl_prefer_server_ciphers = true;
+  }
+  // (
+    if settings.disable_ipv6 then { listen = "*"; } else { }
+  )
+  // (
+    if settings.imap_rawlog then
+      {
+        "service postlogin" = {
+          executable = "script-login -d rawlog";
+          "unix_listener postlogin" = { };
+        };
+      }
+    else
+      { }
+  )
+  // (
+    if settings.imap_compress then
+      { }
+    else
+      {
+        imap_hibernate_timeout = "30s";
+        "service imap-hibernate"."unix_listener imap-hibernate" = {
+          mode = "0660";
+          group = "$default_internal_group";
+        };
+      }
+  );
+
+  dovecot = mergeOver renderedDovecot (params.dovecot or { });
+
+  dovecotValue =
+    value:
+    if isBool value then
+      yesNo value
+    else if isList value then
+      concatStringsSep " " value
+    else
+      toString value;
+
+  dovecotBlock =
+    indent: tree:
+    concatStringsSep "" (
+      map (
+        name:
+        let
+          value = tree.${name};
+        in
+        if isAttrs value then
+          "${indent}${name} {\n" + dovecotBlock "${indent}  " value + "${indent}}\n"
+        else
+          "${indent}${name} = ${dovecotValue value}\n"
+      ) (attrNames tree)
+    );
+
+  dovecotConf = dovecotBlock "" dovecot;
+
+  dovecotAuthDictConf = ''
+    uri = proxy:${paths.doveauthSocket}:auth
+    iterate_disable = no
+    iterate_prefix = userdb/
+    default_pass_scheme = plain
+    # %E escapes quotes and backslashes; the double quote separates the parts of the key.
+    password_key = passdb/%Ew"%Eu
+    user_key = userdb/%Eu
+  '';
+
+  # --- chatmail.ini --------------------------------------------------------------------------
+
+  iniValue =
+    value:
+    if isBool value then
+      (if value then "true" else "false")
+    else if isList value then
+      concatStringsSep " " value
+    else
+      toString value;
+
+  iniLine =
+    name:
+    let
+      valueLines = lines (iniValue settings.${name});
+    in
+    if length valueLines > 1 then
+      "${name} =\n" + concatStringsSep "" (map (l: "    ${l}\n") valueLines)
+    else
+      "${name} = ${iniValue settings.${name}}\n";
+
+  chatmailIni = "[params]\n" + concatStringsSep "" (map iniLine (attrNames settings));
+
+  # --- daemons -------------------------------------------------------------------------------
+
+  program = name: if paths.binDir == null then name else "${paths.binDir}/${name}";
+
+  daemons = {
+    doveauth = [
+      (program "doveauth")
+      paths.doveauthSocket
+      paths.configFile
+    ];
+    filtermail = [
+      (program "filtermail")
+      paths.configFile
+      "outgoing"
+    ];
+    filtermail-incoming = [
+      (program "filtermail")
+      paths.configFile
+      "incoming"
+    ];
+  };
+in
+{
+  inherit
+    defaults
+    settings
+    paths
+    problems
+    postfixMain
+    postfixMaster
+    mainCf
+    masterCf
+    dovecot
+    dovecotConf
+    dovecotAuthDictConf
+    chatmailIni
+    daemons
+    ;
+  ports = {
+    public = publicPorts;
+    internal = internalPorts;
+  };
+}

@@ -1,0 +1,383 @@
+"""modules/render.nix: evaluated with plain nix-instantiate, checked as data and with the real
+Postfix 3.7 / Dovecot 2.3 tools of Debian (postconf, postfix check, postmap, doveconf)."""
+
+from __future__ import annotations
+
+import glob
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatmaild.config import read_config
+from nix_tools import NixError, render
+
+DOMAIN = "_r1.test"
+TOOL_TIMEOUT = 60
+
+# One value per setting, each different from its default.
+CHANGED_SETTINGS: dict[str, Any] = {
+    "max_user_send_per_minute": 30,
+    "max_user_send_burst_size": 5,
+    "max_mailbox_size": "2G",
+    "max_message_size": 1000000,
+    "delete_mails_after": 3,
+    "delete_large_after": 2,
+    "delete_inactive_users_after": 10,
+    "username_min_length": 6,
+    "username_max_length": 12,
+    "password_min_length": 12,
+    "passthrough_senders": ["bot@x.test"],
+    "passthrough_recipients": ["echo@x.test", "@y.test"],
+    "filtermail_smtp_port": 20080,
+    "postfix_reinject_port": 20025,
+    "filtermail_smtp_port_incoming": 20081,
+    "postfix_reinject_port_incoming": 20026,
+    "disable_ipv6": True,
+    "acme_email": "ops@x.test",
+    "imap_rawlog": True,
+    "imap_compress": True,
+    "privacy_postal": "Example GmbH\nSome Street 1",
+    "privacy_mail": "privacy@x.test",
+    "privacy_pdo": "Data Officer",
+    "privacy_supervisor": "Supervisor",
+}
+
+
+def master_args(result: dict[str, Any], service: str) -> dict[str, str]:
+    """The -o name=value pairs of a master.cf service."""
+    args = result["postfixMaster"][service].get("args", [])
+    pairs = [args[i + 1] for i, a in enumerate(args) if a == "-o"]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> dict[str, str]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={DOMAIN}",
+         "-addext", f"subjectAltName=DNS:{DOMAIN}"],
+        check=True, capture_output=True, timeout=TOOL_TIMEOUT,
+    )
+    return {"tlsCert": str(cert), "tlsKey": str(key)}
+
+
+def local_params(tmp_path: Path, tls: dict[str, str], **extra: Any) -> dict[str, Any]:
+    """Params with every path inside tmp_path, as the local harness would pass them."""
+    params: dict[str, Any] = {
+        "domain": DOMAIN,
+        "paths": {
+            **tls,
+            "configFile": str(tmp_path / "chatmail.ini"),
+            "mailboxesDir": str(tmp_path / "mail"),
+            "doveauthSocket": str(tmp_path / "doveauth.socket"),
+            "dovecotAuthDictConf": str(tmp_path / "auth-dict.conf"),
+            "postfixQueueDir": str(tmp_path / "queue"),
+        },
+        "postfixMain": {"data_directory": str(tmp_path / "data")},
+        "dovecot": {
+            "base_dir": str(tmp_path / "dovecot-run"),
+            "state_dir": str(tmp_path / "dovecot-state"),
+            "instance_name": "render-test",
+            "log_path": str(tmp_path / "dovecot.log"),
+        },
+    }
+    for key, value in extra.items():
+        params[key] = {**params.get(key, {}), **value} if isinstance(value, dict) else value
+    return params
+
+
+# --- Postfix with the real tools ----------------------------------------------------------------
+
+
+def postfix_diagnostics(result: dict[str, Any], tmp_path: Path) -> list[str]:
+    """Write main.cf/master.cf, run postconf and `postfix check`; return warning/error lines."""
+    conf = tmp_path / "postfix"
+    conf.mkdir()
+    (conf / "main.cf").write_text(result["mainCf"])
+    (conf / "master.cf").write_text(result["masterCf"])
+    for key in ("queue_directory", "data_directory"):
+        Path(result["postfixMain"][key]).mkdir(parents=True, exist_ok=True)
+    out = []
+    for cmd in (["postconf", "-c", str(conf), "-n"], ["postconf", "-c", str(conf), "-M"],
+                ["postfix", "-c", str(conf), "check"]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+        out += [f"{cmd[0]} rc={proc.returncode}"] if proc.returncode else []
+        out += [line for line in proc.stderr.splitlines()
+                if any(word in line for word in ("warning", "fatal", "error"))]
+    return out
+
+
+def postconf_expanded(conf: Path, name: str) -> str:
+    return subprocess.run(["postconf", "-c", str(conf), "-xh", name], check=True,
+                          capture_output=True, text=True, timeout=TOOL_TIMEOUT).stdout.strip()
+
+
+def postmap_query(conf: Path, key: str, table: str) -> str:
+    proc = subprocess.run(["postmap", "-c", str(conf), "-q", key, table],
+                          capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    return proc.stdout.strip()
+
+
+@pytest.mark.parametrize("settings", [{}, CHANGED_SETTINGS], ids=["defaults", "changed"])
+def test_postfix_accepts_rendered_config(tmp_path, tls_files, settings):
+    result = render(local_params(tmp_path, tls_files, settings=settings), tmp_path)
+    assert postfix_diagnostics(result, tmp_path) == []
+
+
+def test_postfix_check_catches_unknown_parameter(tmp_path, tls_files):
+    # The check above can fail: an unknown main.cf parameter is reported.
+    params = local_params(tmp_path, tls_files, postfixMain={"smtpd_no_such_thing": "1"})
+    diagnostics = postfix_diagnostics(render(params, tmp_path), tmp_path)
+    assert any("smtpd_no_such_thing" in line for line in diagnostics)
+
+
+def test_master_commands_exist_in_postfix(tmp_path, tls_files):
+    result = render(local_params(tmp_path, tls_files), tmp_path)
+    daemon_dir = Path(subprocess.run(["postconf", "-h", "daemon_directory"], check=True,
+                                     capture_output=True, text=True).stdout.strip())
+    for key, entry in result["postfixMaster"].items():
+        command = entry.get("command", key)
+        assert (daemon_dir / command).exists(), f"{key}: no Postfix daemon {command}"
+
+
+def test_login_map_and_header_checks_work_in_postfix(tmp_path, tls_files):
+    result = render(local_params(tmp_path, tls_files), tmp_path)
+    assert postfix_diagnostics(result, tmp_path) == []
+    conf = tmp_path / "postfix"
+    login_map = postconf_expanded(conf, "smtpd_sender_login_maps")
+    # Each sender address is owned by the login of the same name (reject_sender_login_mismatch).
+    assert postmap_query(conf, "abcdefghi@_r1.test", login_map) == "abcdefghi@_r1.test"
+    header_checks = postconf_expanded(conf, "mua_header_checks")
+    assert postmap_query(conf, "Subject: secret plans", header_checks) == "REPLACE Subject: [...]"
+    assert postmap_query(conf, "Received: from 1.2.3.4", header_checks) == "IGNORE"
+    assert postmap_query(conf, "From: a@b.test", header_checks) == ""
+
+
+# --- Postfix as data ----------------------------------------------------------------------------
+
+
+def test_postfix_relay_defaults(tmp_path):
+    result = render({"domain": DOMAIN}, tmp_path)
+    assert result["problems"] == []
+    main = result["postfixMain"]
+    assert main["myhostname"] == main["myorigin"] == main["virtual_mailbox_domains"] == DOMAIN
+    assert main["mydestination"] == ""
+    assert main["virtual_transport"] == "lmtp:unix:private/dovecot-lmtp"
+    assert main["message_size_limit"] == 31457280
+    assert main["smtpd_tls_chain_files"] == ["/var/lib/chatmail/tls/key.pem",
+                                             "/var/lib/chatmail/tls/cert.pem"]
+    assert main["smtp_tls_security_level"] == "verify"
+    assert "reject_sender_login_mismatch" in main["mua_sender_restrictions"]
+    assert main["inet_protocols"] == "all"
+
+    smtp = result["postfixMaster"]["smtp_inet"]
+    assert (smtp["name"], smtp["type"], smtp["command"]) == ("smtp", "inet", "smtpd")
+    assert master_args(result, "smtp_inet") == {
+        "smtpd_tls_security_level": "encrypt",
+        "smtpd_tls_mandatory_protocols": ">=TLSv1.2",
+        "smtpd_proxy_filter": "127.0.0.1:10081",
+    }
+    for service, extra in (("submission", "smtpd_tls_auth_only"),
+                           ("submissions", "smtpd_tls_wrappermode")):
+        args = master_args(result, service)
+        assert result["postfixMaster"][service]["type"] == "inet"
+        assert args["smtpd_proxy_filter"] == "127.0.0.1:10080"
+        assert args["smtpd_sasl_type"] == "dovecot"
+        assert args["smtpd_sasl_path"] == "private/auth"
+        assert args["smtpd_tls_security_level"] == "encrypt"
+        assert args["smtpd_sender_restrictions"] == "$mua_sender_restrictions"
+        assert args[extra] == "yes"
+    assert result["postfixMaster"]["reinject"]["name"] == "127.0.0.1:10025"
+    assert master_args(result, "reinject")["cleanup_service_name"] == "authclean"
+    assert result["postfixMaster"]["reinject_incoming"]["name"] == "127.0.0.1:10026"
+    assert master_args(result, "authclean") == {"header_checks": "$mua_header_checks"}
+
+
+def test_master_cf_text_matches_entries(tmp_path):
+    text = render({"domain": DOMAIN}, tmp_path)["masterCf"]
+    assert "\nsmtp inet n - - - - smtpd\n  -o smtpd_proxy_filter=127.0.0.1:10081\n" in text
+    assert "\n127.0.0.1:10025 inet n - n - 100 smtpd\n" in text
+    assert "\ntlsmgr unix - - - 1000? 1 tlsmgr\n" in text
+    assert "\nlocal unix - n - - - local\n" in text
+
+
+def test_proxy_filter_failure_defers(tmp_path):
+    # A filtermail that is down or slow must give a temporary error, never a bounce:
+    # Postfix answers 451 when the proxy cannot be reached unless told otherwise.
+    main = render({"domain": DOMAIN}, tmp_path)["postfixMain"]
+    assert "smtpd_proxy_options" not in main
+    assert not any(k.startswith("smtpd_proxy_timeout") for k in main)
+
+
+def test_every_setting_is_changed_by_the_test(tmp_path):
+    defaults = render({"domain": DOMAIN}, tmp_path)["defaults"]
+    assert set(defaults) == set(CHANGED_SETTINGS)
+    assert all(defaults[k] != v for k, v in CHANGED_SETTINGS.items())
+
+
+def test_changed_settings_reach_every_config(tmp_path):
+    result = render({"domain": DOMAIN, "settings": CHANGED_SETTINGS}, tmp_path)
+    assert result["problems"] == []
+    assert result["postfixMain"]["message_size_limit"] == 1000000
+    assert result["postfixMain"]["inet_protocols"] == "ipv4"
+    assert master_args(result, "smtp_inet")["smtpd_proxy_filter"] == "127.0.0.1:20081"
+    assert master_args(result, "submission")["smtpd_proxy_filter"] == "127.0.0.1:20080"
+    assert master_args(result, "submissions")["smtpd_proxy_filter"] == "127.0.0.1:20080"
+    assert result["postfixMaster"]["reinject"]["name"] == "127.0.0.1:20025"
+    assert result["postfixMaster"]["reinject_incoming"]["name"] == "127.0.0.1:20026"
+
+    dovecot = result["dovecot"]
+    assert dovecot["plugin"]["quota_rule"] == "*:storage=2G"
+    assert dovecot["plugin"]["quota_max_mail_size"] == 1000000
+    assert dovecot["listen"] == "*"
+    assert "imap_zlib" in dovecot["protocol imap"]["mail_plugins"]
+    assert "imap_hibernate_timeout" not in dovecot
+    assert dovecot["protocol imap"]["rawlog_dir"] == "%h"
+    assert dovecot["service imap"]["executable"] == "imap postlogin"
+    assert result["ports"]["internal"] == {
+        "filtermail_smtp_port": 20080, "postfix_reinject_port": 20025,
+        "filtermail_smtp_port_incoming": 20081, "postfix_reinject_port_incoming": 20026}
+
+
+# --- Dovecot ------------------------------------------------------------------------------------
+
+
+def doveconf(result: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    conf = tmp_path / "dovecot.conf"
+    conf.write_text(result["dovecotConf"])
+    Path(result["paths"]["dovecotAuthDictConf"]).write_text(result["dovecotAuthDictConf"])
+    return subprocess.run(["doveconf", "-c", str(conf), "-n"], capture_output=True, text=True,
+                          timeout=TOOL_TIMEOUT)
+
+
+@pytest.mark.parametrize("settings", [{}, CHANGED_SETTINGS], ids=["defaults", "changed"])
+def test_doveconf_accepts_rendered_config(tmp_path, tls_files, settings):
+    proc = doveconf(render(local_params(tmp_path, tls_files, settings=settings), tmp_path),
+                    tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr.lower() and "error" not in proc.stderr.lower()
+    assert f"mail_location = maildir:{tmp_path}/mail/%u" in proc.stdout
+
+
+def test_doveconf_catches_unknown_setting(tmp_path, tls_files):
+    params = local_params(tmp_path, tls_files, dovecot={"no_such_setting": "1"})
+    proc = doveconf(render(params, tmp_path), tmp_path)
+    assert proc.returncode != 0 and "no_such_setting" in proc.stderr
+
+
+@pytest.mark.parametrize("settings", [{}, CHANGED_SETTINGS], ids=["defaults", "changed"])
+def test_dovecot_plugins_exist_in_debian(tmp_path, settings):
+    dovecot = render({"domain": DOMAIN, "settings": settings}, tmp_path)["dovecot"]
+    plugins = dovecot["mail_plugins"] + dovecot["protocol imap"]["mail_plugins"]
+    for plugin in (p for p in plugins if p != "$mail_plugins"):
+        assert glob.glob(f"/usr/lib/dovecot/modules/lib*_{plugin}_plugin.so"), plugin
+
+
+def test_dovecot_listeners_and_auth(tmp_path):
+    result = render({"domain": DOMAIN, "paths": {"postfixQueueDir": "/q",
+                                                 "doveauthSocket": "/run/x/auth.sock"}},
+                    tmp_path)
+    dovecot = result["dovecot"]
+    assert dovecot["protocols"] == ["imap", "lmtp"]
+    assert dovecot["ssl"] == "required"
+    assert dovecot["service lmtp"]["unix_listener /q/private/dovecot-lmtp"]["user"] == "postfix"
+    assert dovecot["service auth"]["unix_listener /q/private/auth"]["mode"] == "0660"
+    assert dovecot["passdb"] == {"driver": "dict",
+                                 "args": "/etc/dovecot/chatmail-auth-dict.conf"}
+    assert dovecot["userdb"] == dovecot["passdb"]
+    dict_conf = result["dovecotAuthDictConf"].splitlines()
+    assert "uri = proxy:/run/x/auth.sock:auth" in dict_conf
+    assert 'password_key = passdb/%Ew"%Eu' in dict_conf
+    assert "user_key = userdb/%Eu" in dict_conf
+    assert "mail_location = maildir:/var/lib/vmail/mail/_r1.test/%u\n" in result["dovecotConf"]
+    assert "imap_hibernate_timeout = 30s\n" in result["dovecotConf"]
+
+
+# --- chatmail.ini and daemons -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("settings", [{}, CHANGED_SETTINGS], ids=["defaults", "changed"])
+def test_chatmail_ini_is_read_by_chatmaild(tmp_path, settings):
+    result = render({"domain": DOMAIN, "settings": settings}, tmp_path)
+    ini = tmp_path / "chatmail.ini"
+    ini.write_text(result["chatmailIni"])
+    config = read_config(ini)
+    assert config.mail_domain == DOMAIN
+    assert str(config.mailboxes_dir) == f"/var/lib/vmail/mail/{DOMAIN}"
+    for key, value in result["settings"].items():
+        if key in ("mail_domain", "mailboxes_dir"):
+            continue
+        expected = value.strip() if isinstance(value, str) else value
+        assert getattr(config, key) == expected, key
+
+
+def test_daemon_command_lines(tmp_path):
+    result = render({"domain": DOMAIN, "paths": {"binDir": "/opt/cm/bin",
+                                                 "configFile": "/c/chatmail.ini"}}, tmp_path)
+    assert result["daemons"] == {
+        "doveauth": ["/opt/cm/bin/doveauth", "/run/doveauth/doveauth.socket", "/c/chatmail.ini"],
+        "filtermail": ["/opt/cm/bin/filtermail", "/c/chatmail.ini", "outgoing"],
+        "filtermail-incoming": ["/opt/cm/bin/filtermail", "/c/chatmail.ini", "incoming"],
+    }
+    assert render({"domain": DOMAIN}, tmp_path)["daemons"]["doveauth"][0] == "doveauth"
+
+
+# --- escape hatches and problems ----------------------------------------------------------------
+
+
+def test_escape_hatches_merge_recursively_and_null_removes(tmp_path):
+    result = render({
+        "domain": DOMAIN,
+        "postfixMain": {"smtpd_peername_lookup": None, "maillog_file": "/var/log/x.log"},
+        "postfixMaster": {"submission": {"maxproc": 7}, "postlog": None},
+        "dovecot": {"service imap-login": {"process_min_avail": 1, "vsz_limit": None},
+                    "new section": {"a": None, "b": 1}},
+    }, tmp_path)
+    main, master, dovecot = result["postfixMain"], result["postfixMaster"], result["dovecot"]
+    assert "smtpd_peername_lookup" not in main and main["maillog_file"] == "/var/log/x.log"
+    assert "maillog_file = /var/log/x.log\n" in result["mainCf"]
+    assert master["submission"]["maxproc"] == 7 and master["submission"]["command"] == "smtpd"
+    assert "postlog" not in master and "postlogd" not in result["masterCf"]
+    assert dovecot["service imap-login"] == {"process_min_avail": 1, "service_count": 0}
+    assert dovecot["new section"] == {"b": 1}
+
+
+@pytest.mark.parametrize("domain", ["_r1.test", "chat.example.org", "a-b.c_d.test"])
+def test_good_domains(tmp_path, domain):
+    assert render({"domain": domain}, tmp_path)["problems"] == []
+
+
+@pytest.mark.parametrize("domain", ["localhost", "Chat.Example.org", "-a.test", "a-.test",
+                                    "a..test", "a b.test", "x" * 64 + ".test"])
+def test_bad_domains_are_problems(tmp_path, domain):
+    problems = render({"domain": domain}, tmp_path)["problems"]
+    assert len(problems) == 1 and "is not a DNS name" in problems[0]
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"username_min_length": 10}, "make username_max_length at least 10"),
+    ({"filtermail_smtp_port": 10025}, "collides with postfix_reinject_port"),
+    ({"postfix_reinject_port_incoming": 993}, "collides with the imaps listener"),
+    ({"filtermail_smtp_port": 70000}, "is not a TCP port"),
+])
+def test_bad_settings_are_problems(tmp_path, settings, message):
+    problems = render({"domain": DOMAIN, "settings": settings}, tmp_path)["problems"]
+    assert any(message in p for p in problems), problems
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({}, "params.domain"),
+    ({"domain": DOMAIN, "settings": {"mailboxes_dir": "/x"}}, "paths.mailboxesDir"),
+    ({"domain": DOMAIN, "settings": {"mail_domain": "x.test"}}, "params.domain"),
+])
+def test_misuse_fails_with_a_message(tmp_path, params, message):
+    with pytest.raises(NixError, match=message.replace(".", r"\.")):
+        render(params, tmp_path)
+
+
+def test_defaults_need_no_params(tmp_path):
+    from nix_tools import RENDER, eval_json
+    assert eval_json(f"(import {RENDER} {{ }}).defaults")["max_message_size"] == 31457280
