@@ -1,0 +1,356 @@
+"""Which mails count as end-to-end encrypted, and which cleartext mails are allowed anyway.
+
+Pure functions on the raw bytes of a mail (as received over SMTP). The rules follow upstream
+chatmail relay 1.9.0's filtermail:
+
+- an OpenPGP/MIME message (RFC 3156): ``multipart/encrypted; protocol="application/pgp-encrypted"``
+  with exactly two parts, ``application/pgp-encrypted`` holding ``Version: 1`` and
+  ``application/octet-stream`` holding one ASCII-armored ``PGP MESSAGE`` whose packets are zero or
+  more session-key packets (PKESK, tag 1 / SKESK, tag 3) followed by exactly one SEIPD packet
+  (tag 18) that ends where the data ends; nothing is decrypted;
+- a Secure-Join ``vc-request`` / ``vg-request`` (the only cleartext step of the Delta Chat
+  handshake);
+- an Autocrypt Setup Message, a mailer-daemon delivery report (callers decide where they apply).
+
+The work is bounded: header blocks are capped, only the top level and its direct parts are looked
+at (a nested multipart is simply not a valid shape), and the armor is checked with C-speed bytes
+operations, so a 10 MB mail costs a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.utils import collapse_rfc2231_value, parseaddr
+
+# Top-level header block: far above any real mail (Delta Chat's are a few KB), small enough that
+# parsing it stays cheap.
+MAX_HEADER_BYTES = 1 << 20
+MAX_PART_HEADER_BYTES = 64 << 10
+
+ARMOR_BEGIN = b"-----BEGIN PGP MESSAGE-----"
+ARMOR_END = b"-----END PGP MESSAGE-----"
+
+TAG_PKESK = 1
+TAG_SKESK = 3
+TAG_SEIPD = 18
+SESSION_KEY_TAGS = frozenset({TAG_PKESK, TAG_SKESK})
+
+SECUREJOIN_REQUESTS = ("vc-request", "vg-request")
+
+_ARMOR_HEADER_RE = re.compile(rb"[A-Za-z][A-Za-z0-9-]*: ")
+_ARMOR_CHECKSUM_RE = re.compile(rb"=[A-Za-z0-9+/]{4}")
+_HEADER_PARSER = BytesHeaderParser()
+
+
+class MalformedMessage(ValueError):
+    """The mail cannot be looked at within the bounds (e.g. its header block is too large)."""
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A mail or a MIME part: its header fields and its undecoded body."""
+
+    headers: Message
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get_content_type()
+
+    def header(self, name: str) -> str | None:
+        value = self.headers.get(name)
+        return None if value is None else str(value)
+
+    def param(self, name: str) -> str | None:
+        value = self.headers.get_param(name)
+        if value is None or value is True:
+            return None
+        return collapse_rfc2231_value(value)
+
+
+def parse_entity(data: bytes, max_header_bytes: int = MAX_HEADER_BYTES) -> Entity:
+    """Split ``data`` into header fields and body; raises MalformedMessage if the header block
+    (everything before the first empty line) is longer than ``max_header_bytes``."""
+    if data.startswith(b"\r\n"):
+        return Entity(_HEADER_PARSER.parsebytes(b""), data[2:])
+    if data.startswith(b"\n"):
+        return Entity(_HEADER_PARSER.parsebytes(b""), data[1:])
+    search_end = min(len(data), max_header_bytes + 3)
+    ends = [i for i in (data.find(b"\n\r\n", 0, search_end), data.find(b"\n\n", 0, search_end)) if i >= 0]
+    if ends:
+        head_end = min(ends) + 1
+        body_start = head_end + (2 if data.startswith(b"\r\n", head_end) else 1)
+    elif len(data) <= max_header_bytes:
+        head_end = body_start = len(data)
+    else:
+        raise MalformedMessage(f"header block longer than {max_header_bytes} bytes")
+    if head_end > max_header_bytes:
+        raise MalformedMessage(f"header block longer than {max_header_bytes} bytes")
+    return Entity(_HEADER_PARSER.parsebytes(data[:head_end]), data[body_start:])
+
+
+def split_multipart(body: bytes, boundary: str, max_parts: int) -> list[bytes] | None:
+    """The raw parts of a multipart body, or None if it has no closing delimiter, more than
+    ``max_parts`` parts or an unusable boundary. Preamble and epilogue are ignored (RFC 2046)."""
+    try:
+        delimiter = b"--" + boundary.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    if not boundary or len(boundary) > 200:
+        return None
+    parts: list[bytes] = []
+    part_start: int | None = None
+    search_from = 0
+    while True:
+        line_start = _find_delimiter_line(body, delimiter, search_from)
+        if line_start is None:
+            return None
+        if part_start is not None:
+            # the line break before a delimiter belongs to the delimiter
+            part_end = line_start
+            if part_end > 0 and body[part_end - 1 : part_end] == b"\n":
+                part_end -= 2 if body[part_end - 2 : part_end] == b"\r\n" else 1
+            parts.append(body[part_start:max(part_start, part_end)])
+            if len(parts) > max_parts:
+                return None
+        after = line_start + len(delimiter)
+        is_close = body.startswith(b"--", after)
+        line_end = body.find(b"\n", after)
+        line_end = len(body) if line_end < 0 else line_end + 1
+        if is_close:
+            return parts if part_start is not None else None
+        part_start = search_from = line_end
+
+
+def _find_delimiter_line(body: bytes, delimiter: bytes, start: int) -> int | None:
+    """Index of the next line that is ``delimiter`` (optionally closing ``--``), followed only by
+    blanks up to the line end."""
+    pos = start
+    while True:
+        if pos == 0 and body.startswith(delimiter):
+            index = 0
+        else:
+            found = body.find(b"\n" + delimiter, max(pos - 1, 0))
+            if found < 0:
+                return None
+            index = found + 1
+        after = index + len(delimiter)
+        if body.startswith(b"--", after):
+            after += 2
+        rest = body[after : after + 200].split(b"\n", 1)[0].rstrip(b"\r")
+        if not rest.strip(b" \t"):
+            return index
+        pos = index + 1
+
+
+def is_encrypted(message: Entity, allow_armor_headers: bool) -> bool:
+    """Is ``message`` a structurally valid OpenPGP/MIME encrypted message?
+
+    ``allow_armor_headers``: upstream accepts armor header lines such as ``Version: …`` only in
+    incoming mail (other servers' clients emit them) and refuses them in outgoing mail.
+    """
+    if message.content_type != "multipart/encrypted":
+        return False
+    if (message.param("protocol") or "").lower() != "application/pgp-encrypted":
+        return False
+    boundary = message.param("boundary")
+    if boundary is None:
+        return False
+    parts = split_multipart(message.body, boundary, max_parts=2)
+    if parts is None or len(parts) != 2:
+        return False
+    try:
+        control = parse_entity(parts[0], MAX_PART_HEADER_BYTES)
+        encrypted = parse_entity(parts[1], MAX_PART_HEADER_BYTES)
+    except MalformedMessage:
+        return False
+    return (
+        control.content_type == "application/pgp-encrypted"
+        and control.body.strip() == b"Version: 1"
+        and encrypted.content_type == "application/octet-stream"
+        and is_armored_openpgp_message(encrypted.body, allow_armor_headers)
+    )
+
+
+def is_armored_openpgp_message(armored: bytes, allow_armor_headers: bool) -> bool:
+    """Is ``armored`` exactly one ASCII-armored ``PGP MESSAGE`` (RFC 9580 section 6) whose base64
+    decodes strictly and whose packets pass :func:`is_encrypted_packet_sequence`?
+
+    Blank lines after the armor are allowed, anything else before or after it is not. The CRC24
+    line is optional; if present it must be well-formed, but its value is not compared: RFC 9580
+    says a mismatch must not cause rejection, and computing it in Python would cost more than the
+    whole check.
+    """
+    # Indices instead of slices: each copy of a 10 MB armor costs about as much as decoding it.
+    if not armored.startswith(ARMOR_BEGIN):
+        return False
+    pos = armored.find(b"\n") + 1
+    if pos == 0 or armored[len(ARMOR_BEGIN) : pos].strip(b" \t\r\n"):
+        return False
+    end = len(armored.rstrip(b" \t\r\n"))
+    data_end = end - len(ARMOR_END)  # where the END line starts
+    if data_end < pos or not armored.startswith(ARMOR_END, data_end) or armored[data_end - 1] != 0x0A:
+        return False
+
+    # armor header lines ("Key: value"), then blank lines, then base64 lines
+    while _ARMOR_HEADER_RE.match(armored, pos, data_end):
+        if not allow_armor_headers:
+            return False
+        pos = armored.find(b"\n", pos, data_end) + 1
+    while armored.startswith(b"\n", pos, data_end) or armored.startswith(b"\r\n", pos, data_end):
+        pos = armored.find(b"\n", pos, data_end) + 1
+
+    data_stop = data_end - 1
+    last_line_start = max(pos, armored.rfind(b"\n", pos, data_stop) + 1)
+    if armored.startswith(b"=", last_line_start, data_stop):
+        line_stop = data_stop - 1 if armored[data_stop - 1] == 0x0D else data_stop
+        if not _ARMOR_CHECKSUM_RE.fullmatch(armored, last_line_start, line_stop):
+            return False
+        data_stop = last_line_start
+    try:
+        packets = binascii.a2b_base64(armored[pos:data_stop].translate(None, b"\r\n"), strict_mode=True)
+    except binascii.Error:
+        return False
+    return is_encrypted_packet_sequence(packets)
+
+
+def is_encrypted_packet_sequence(packets: bytes) -> bool:
+    """Are ``packets`` zero or more PKESK/SKESK packets followed by exactly one SEIPD packet
+    that ends exactly at the end of the data?
+
+    Only packet headers are read (RFC 9580 section 4.2): OpenPGP format (one-, two-, five-octet
+    and, for the SEIPD packet only, partial body lengths) and the legacy format GnuPG still uses
+    for session-key packets (one-, two-, four-octet lengths; indeterminate length is refused).
+    """
+    pos = 0
+    end = len(packets)
+    while pos < end:
+        header = _packet_header(packets, pos)
+        if header is None:
+            return False
+        tag, body_start, body_len, partial = header
+        if tag == TAG_SEIPD:
+            return _data_packet_end(packets, body_start, body_len, partial) == end
+        if tag not in SESSION_KEY_TAGS or partial:
+            return False
+        pos = body_start + body_len
+        if pos > end:
+            return False
+    return False
+
+
+def _packet_header(data: bytes, pos: int) -> tuple[int, int, int, bool] | None:
+    """(tag, body start, body length, is partial length) of the packet at ``pos``, or None."""
+    if pos + 2 > len(data):
+        return None
+    first = data[pos]
+    if not first & 0x80:
+        return None
+    if first & 0x40:  # OpenPGP format
+        tag = first & 0x3F
+        length = _new_format_length(data, pos + 1)
+        if length is None:
+            return None
+        body_start, body_len, partial = length
+        return tag, body_start, body_len, partial
+    tag = (first >> 2) & 0x0F
+    length_type = first & 0x03
+    if length_type == 3:  # indeterminate
+        return None
+    size = (1, 2, 4)[length_type]
+    if pos + 1 + size > len(data):
+        return None
+    body_len = int.from_bytes(data[pos + 1 : pos + 1 + size], "big")
+    return tag, pos + 1 + size, body_len, False
+
+
+def _new_format_length(data: bytes, pos: int) -> tuple[int, int, bool] | None:
+    """(body start, body length, is partial) of an OpenPGP-format length at ``pos``."""
+    if pos >= len(data):
+        return None
+    octet = data[pos]
+    if octet < 192:
+        return pos + 1, octet, False
+    if octet < 224:
+        if pos + 2 > len(data):
+            return None
+        return pos + 2, ((octet - 192) << 8) + data[pos + 1] + 192, False
+    if octet == 255:
+        if pos + 5 > len(data):
+            return None
+        return pos + 5, int.from_bytes(data[pos + 1 : pos + 5], "big"), False
+    return pos + 1, 1 << (octet & 0x1F), True
+
+
+def _data_packet_end(data: bytes, body_start: int, body_len: int, partial: bool) -> int | None:
+    """End offset of a data packet, following its partial body length chunks."""
+    pos = body_start + body_len
+    while partial:
+        length = _new_format_length(data, pos)
+        if length is None:
+            return None
+        body_start, body_len, partial = length
+        pos = body_start + body_len
+    return pos
+
+
+def is_securejoin_request(message: Entity) -> bool:
+    """A Secure-Join ``vc-request``/``vg-request``: the header says so and the mail is a multipart
+    with exactly one ``text/plain`` part whose text is just ``Secure-Join: <step>``."""
+    if (message.header("secure-join") or "").strip() not in SECUREJOIN_REQUESTS:
+        return False
+    if not message.content_type.startswith("multipart/"):
+        return False
+    boundary = message.param("boundary")
+    parts = None if boundary is None else split_multipart(message.body, boundary, max_parts=1)
+    if parts is None or len(parts) != 1:
+        return False
+    try:
+        part = parse_entity(parts[0], MAX_PART_HEADER_BYTES)
+    except MalformedMessage:
+        return False
+    expected = {f"secure-join: {step}".encode() for step in SECUREJOIN_REQUESTS}
+    return part.content_type == "text/plain" and part.body.strip().lower() in expected
+
+
+def is_autocrypt_setup_message(message: Entity) -> bool:
+    """The Autocrypt Setup Message shape (its key is symmetrically encrypted inside): Subject
+    ``Autocrypt Setup Message`` and ``multipart/mixed``. Only allowed when sent to oneself."""
+    return (
+        decoded_header(message, "subject") == "Autocrypt Setup Message"
+        and message.content_type == "multipart/mixed"
+    )
+
+
+def is_mailer_daemon_report(message: Entity) -> bool:
+    """A delivery status report from a mailer daemon: an ``Auto-Submitted`` header, a From address
+    starting with ``mailer-daemon@`` and ``multipart/report``."""
+    return (
+        bool((message.header("auto-submitted") or "").strip())
+        and (from_address(message) or "").lower().startswith("mailer-daemon@")
+        and message.content_type == "multipart/report"
+    )
+
+
+def from_address(message: Entity) -> str | None:
+    """The address of the (first) From header, or None if there is none."""
+    value = message.header("from")
+    if value is None:
+        return None
+    return parseaddr(value.strip())[1] or None
+
+
+def decoded_header(message: Entity, name: str) -> str | None:
+    """A header value with RFC 2047 encoded words decoded and folding removed."""
+    value = message.header(name)
+    if value is None:
+        return None
+    try:
+        return str(make_header(decode_header(value))).strip()
+    except (ValueError, LookupError):
+        return value.strip()
