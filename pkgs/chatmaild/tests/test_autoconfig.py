@@ -56,7 +56,12 @@ def test_autoconfig_names_the_provider():
 
 def test_autoconfig_without_alpn_multiplexing_lists_only_the_mail_ports():
     ports = [(s[1], s[3], s[4]) for s in servers(render_autoconfig(DOMAIN, alpn_port_443=False))]
-    assert ports == [("imap", 993, "SSL"), ("imap", 143, "STARTTLS"), ("smtp", 465, "SSL"), ("smtp", 587, "STARTTLS")]
+    assert ports == [
+        ("imap", 993, "SSL"),
+        ("imap", 143, "STARTTLS"),
+        ("smtp", 465, "SSL"),
+        ("smtp", 587, "STARTTLS"),
+    ]
 
 
 @pytest.mark.parametrize("domain", ["_r1.test", "a-b.example"])
@@ -68,5 +73,10 @@ def test_mta_sts_policy_enforces_tls_to_the_domain_itself():
     text = render_mta_sts_policy(DOMAIN)
     assert text.endswith("\n")
     fields = dict(line.split(": ", 1) for line in text.splitlines())
-    assert fields == {"version": "STSv1", "mode": "enforce", "mx": DOMAIN, "max_age": str(MTA_STS_MAX_AGE)}
+    assert fields == {
+        "version": "STSv1",
+        "mode": "enforce",
+        "mx": DOMAIN,
+        "max_age": str(MTA_STS_MAX_AGE),
+    }
     assert 86400 <= MTA_STS_MAX_AGE <= 31557600  # RFC 8461 bounds (upstream: four weeks)

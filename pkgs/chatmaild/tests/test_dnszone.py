@@ -5,11 +5,13 @@ reading (checked against openssl and opendkim-genkey), and --check against a fak
 from __future__ import annotations
 
 import base64
+import ipaddress
 import re
 import shutil
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -59,13 +61,18 @@ def dkim_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]
     """A key pair from opendkim-genkey in every format dkim_public_key reads, and the expected p=
     value computed by openssl."""
     keydir = tmp_path_factory.mktemp("dkim")
-    run(need_tool("opendkim-genkey", "opendkim-tools"), "-s", "opendkim", "-d", D, "-D", str(keydir))
+    run(
+        need_tool("opendkim-genkey", "opendkim-tools"), "-s", "opendkim", "-d", D, "-D", str(keydir)
+    )
     openssl = need_tool("openssl", "openssl")
     private = keydir / "opendkim.private"
     run(openssl, "rsa", "-in", str(private), "-traditional", "-out", str(keydir / "pkcs1.pem"))
     run(openssl, "pkey", "-in", str(private), "-pubout", "-out", str(keydir / "public.pem"))
     der = subprocess.run(
-        [openssl, "pkey", "-in", str(private), "-pubout", "-outform", "DER"], check=True, capture_output=True, timeout=60
+        [openssl, "pkey", "-in", str(private), "-pubout", "-outform", "DER"],
+        check=True,
+        capture_output=True,
+        timeout=60,
     ).stdout
     return {
         "pkcs8": private,
@@ -90,9 +97,14 @@ def test_dkim_public_key_rejects_other_keys(tmp_path: Path):
     with pytest.raises(DkimKeyError, match="RSA"):
         dkim_public_key(ed25519.read_text())
     with pytest.raises(DkimKeyError, match="ENCRYPTED PRIVATE KEY"):
-        dkim_public_key("-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n")
+        dkim_public_key(
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n"
+        )
     with pytest.raises(DkimKeyError):
-        dkim_public_key('opendkim._domainkey IN TXT ( "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=" )')
+        dkim_public_key(
+            'opendkim._domainkey IN TXT ( "v=DKIM1; k=ed25519; "'
+            ' "p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=" )'
+        )
     with pytest.raises(DkimKeyError):
         dkim_public_key("-----BEGIN PUBLIC KEY-----\nnot base64!\n-----END PUBLIC KEY-----\n")
 
@@ -102,14 +114,21 @@ def test_dkim_public_key_rejects_other_keys(tmp_path: Path):
 
 def params(dkim_key: str = "PUBKEY", **overrides: object) -> ZoneParams:
     values: dict[str, object] = dict(
-        mail_domain=D, ipv4=["1.2.3.4"], ipv6=["2001:db8::5"], dkim_public_key=dkim_key, sts_id="202501011200"
+        mail_domain=D,
+        ipv4=["1.2.3.4"],
+        ipv6=["2001:db8::5"],
+        dkim_public_key=dkim_key,
+        sts_id="202501011200",
     )
     values.update(overrides)
     return ZoneParams(**values)  # type: ignore[arg-type]
 
 
 def test_zone_records_are_upstreams():
-    records = [(r.name, r.rtype, r.value, r.required) for r in zone_records(params(acme_account_url=ACME_URL))]
+    records = [
+        (r.name, r.rtype, r.value, r.required)
+        for r in zone_records(params(acme_account_url=ACME_URL))
+    ]
     assert records == [
         (f"{D}.", "A", "1.2.3.4", True),
         (f"{D}.", "AAAA", "2001:db8::5", True),
@@ -133,7 +152,9 @@ def test_zone_records_options():
     records = zone_records(params(ipv4=["1.2.3.4", "5.6.7.8"], ipv6=[], dkim_selector="sel2025"))
     assert [r.value for r in records if r.rtype == "A"] == ["1.2.3.4", "5.6.7.8"]
     assert not [r for r in records if r.rtype == "AAAA"]
-    assert [r.name for r in records if r.value.startswith("v=DKIM1")] == [f"sel2025._domainkey.{D}."]
+    assert [r.name for r in records if r.value.startswith("v=DKIM1")] == [
+        f"sel2025._domainkey.{D}."
+    ]
     assert [r.value for r in records if r.rtype == "CAA"] == ['0 issue "letsencrypt.org"']
 
 
@@ -143,22 +164,28 @@ def read_bind_dump(path: Path) -> set[tuple[str, str, str]]:
     for line in path.read_text().splitlines():
         name, _ttl, _class, rtype, data = line.split(None, 4)
         if rtype == "TXT":
-            data = "".join(re.sub(r"\\(.)", r"\1", s) for s in re.findall(r'"((?:[^"\\]|\\.)*)"', data))
+            data = "".join(
+                re.sub(r"\\(.)", r"\1", s) for s in re.findall(r'"((?:[^"\\]|\\.)*)"', data)
+            )
         if rtype not in ("SOA", "NS"):
             records.add((name, rtype, " ".join(data.split()) if rtype != "TXT" else data))
     return records
 
 
 def bind_check(tmp_path: Path, zone_text: str, domain: str = D) -> set[tuple[str, str, str]]:
-    """Load ``zone_text`` (with a SOA and NS added) into named-checkzone, strict; return its dump."""
+    """Load ``zone_text`` (plus SOA and NS) into named-checkzone, strictly; return its dump."""
     checkzone = need_tool("named-checkzone", "bind9-utils")
     zonefile, dump = tmp_path / "zone", tmp_path / "zone.dump"
     zonefile.write_text(
-        "$TTL 3600\n@ IN SOA ns.invalid. hostmaster.invalid. 1 3600 600 86400 300\n@ IN NS ns.invalid.\n" + zone_text
+        "$TTL 3600\n"
+        "@ IN SOA ns.invalid. hostmaster.invalid. 1 3600 600 86400 300\n"
+        "@ IN NS ns.invalid.\n" + zone_text
     )
     proc = subprocess.run(
         [checkzone, "-k", "fail", "-i", "full", "-D", "-o", str(dump), domain, str(zonefile)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr
     return read_bind_dump(dump)
@@ -182,7 +209,9 @@ def test_render_zone_separates_required_and_recommended():
 # --- comparing with DNS answers (pure) -----------------------------------------------------------
 
 
-def answers_for(records: Sequence[Record], changes: Mapping[tuple[str, str], list[str]] = {}) -> dict:
+def answers_for(
+    records: Sequence[Record], changes: Mapping[tuple[str, str], list[str]] = {}
+) -> dict:
     """What a correct DNS would answer for ``records``, with the sets in ``changes`` (keyed by
     (label under the domain, "" for the domain itself; type)) replaced."""
     answers: dict[tuple[str, str], list[str]] = {}
@@ -280,7 +309,7 @@ def test_resolver_from_resolv_conf():
 def test_public_source_address_is_global_or_none():
     for family in (socket.AF_INET, socket.AF_INET6):
         address = public_source_address(family)
-        assert address is None or __import__("ipaddress").ip_address(address).is_global
+        assert address is None or ipaddress.ip_address(address).is_global
 
 
 # --- a fake DNS server --------------------------------------------------------------------------
@@ -295,10 +324,12 @@ def wire_name(name: str, qname: str) -> bytes:
     labels = [label for label in name.rstrip(".").split(".") if label]
     qlabels = [label for label in qname.rstrip(".").split(".") if label]
     for i in range(len(qlabels)):
-        if qlabels[i:] == labels[-(len(qlabels) - i):] and len(labels) >= len(qlabels) - i:
+        if qlabels[i:] == labels[-(len(qlabels) - i) :] and len(labels) >= len(qlabels) - i:
             prefix = labels[: len(labels) - (len(qlabels) - i)]
             offset = 12 + sum(1 + len(label) for label in qlabels[:i])
-            return b"".join(bytes([len(x)]) + x.encode() for x in prefix) + struct.pack("!H", 0xC000 | offset)
+            return b"".join(bytes([len(x)]) + x.encode() for x in prefix) + struct.pack(
+                "!H", 0xC000 | offset
+            )
     return b"".join(bytes([len(x)]) + x.encode() for x in labels) + b"\x00"
 
 
@@ -317,7 +348,10 @@ def wire_rdata(rtype: str, value: str, qname: str) -> bytes:
         return struct.pack("!3H", int(priority), int(weight), int(port)) + wire_name(target, qname)
     if rtype == "TXT":
         data = value.encode()
-        return b"".join(bytes([len(data[i : i + 255])]) + data[i : i + 255] for i in range(0, max(len(data), 1), 255))
+        return b"".join(
+            bytes([len(data[i : i + 255])]) + data[i : i + 255]
+            for i in range(0, max(len(data), 1), 255)
+        )
     if rtype == "CAA":
         flags, tag, quoted = value.split(None, 2)
         return bytes([int(flags), len(tag)]) + tag.encode() + quoted.strip('"').encode()
@@ -327,9 +361,15 @@ def wire_rdata(rtype: str, value: str, qname: str) -> bytes:
 class FakeDns:
     """Answers from ``zone`` {(name, type): [values]}; names absent from it get NXDOMAIN, names in
     ``servfail`` SERVFAIL. A UDP answer longer than ``udp_limit`` is sent truncated (TC), so the
-    client must ask again over TCP on the same port. A CNAME is followed one step, as resolvers do."""
+    client must ask again over TCP on the same port. A CNAME is followed one step, like resolvers
+    do."""
 
-    def __init__(self, zone: Mapping[tuple[str, str], Sequence[str]], udp_limit: int = 1232, servfail: Sequence[str] = ()):
+    def __init__(
+        self,
+        zone: Mapping[tuple[str, str], Sequence[str]],
+        udp_limit: int = 1232,
+        servfail: Sequence[str] = (),
+    ):
         self.zone = {(name.lower(), rtype): list(values) for (name, rtype), values in zone.items()}
         self.udp_limit = udp_limit
         self.servfail = set(servfail)
@@ -349,7 +389,10 @@ class FakeDns:
         self.tcp.listen(8)
         self.udp.settimeout(0.1)
         self.tcp.settimeout(0.1)
-        self.threads = [threading.Thread(target=self._serve_udp), threading.Thread(target=self._serve_tcp)]
+        self.threads = [
+            threading.Thread(target=self._serve_udp),
+            threading.Thread(target=self._serve_tcp),
+        ]
         for thread in self.threads:
             thread.start()
 
@@ -380,8 +423,14 @@ class FakeDns:
         body = b""
         for owner, rtype, value in answers:
             rdata = wire_rdata(rtype, value, qname)
-            body += wire_name(owner, qname) + struct.pack("!2HIH", RTYPE_CODES[rtype], 1, 300, len(rdata)) + rdata
-        reply = struct.pack("!6H", query_id, 0x8180 | rcode, 1, len(answers), 0, 0) + question + body
+            body += (
+                wire_name(owner, qname)
+                + struct.pack("!2HIH", RTYPE_CODES[rtype], 1, 300, len(rdata))
+                + rdata
+            )
+        reply = (
+            struct.pack("!6H", query_id, 0x8180 | rcode, 1, len(answers), 0, 0) + question + body
+        )
         if transport == "udp" and len(reply) > self.udp_limit:
             return struct.pack("!6H", query_id, 0x8380, 1, 0, 0, 0) + question
         return reply
@@ -501,20 +550,40 @@ def test_parse_response_rejects_foreign_and_malformed_replies():
 
 
 def cli_args(make_ini: Callable[..., Path], dkim_keys, *extra: str) -> list[str]:
-    return [str(make_ini()), "--ipv4", "1.2.3.4", "--ipv6", "2001:db8::5", "--dkim-key", str(dkim_keys["pkcs8"]), *extra]
+    return [
+        str(make_ini()),
+        "--ipv4",
+        "1.2.3.4",
+        "--ipv6",
+        "2001:db8::5",
+        "--dkim-key",
+        str(dkim_keys["pkcs8"]),
+        *extra,
+    ]
 
 
-def test_cli_prints_the_zone(make_ini, dkim_keys, capsys: pytest.CaptureFixture[str], tmp_path: Path):
-    assert dnszone.main(cli_args(make_ini, dkim_keys, "--sts-id", "7", "--acme-account-url", ACME_URL)) == 0
+def test_cli_prints_the_zone(
+    make_ini, dkim_keys, capsys: pytest.CaptureFixture[str], tmp_path: Path
+):
+    assert (
+        dnszone.main(cli_args(make_ini, dkim_keys, "--sts-id", "7", "--acme-account-url", ACME_URL))
+        == 0
+    )
     zone_text = capsys.readouterr().out
     records = bind_check(tmp_path, zone_text)
     assert (f"{D}.", "A", "1.2.3.4") in records
     assert (f"_mta-sts.{D}.", "TXT", "v=STSv1; id=7") in records
-    assert (f"opendkim._domainkey.{D}.", "TXT", f"v=DKIM1;k=rsa;p={dkim_keys['p']};s=email;t=s") in records
+    assert (
+        f"opendkim._domainkey.{D}.",
+        "TXT",
+        f"v=DKIM1;k=rsa;p={dkim_keys['p']};s=email;t=s",
+    ) in records
     assert len(records) == 15
 
 
-def test_cli_check_passes_against_a_dns_serving_the_zone(make_ini, dkim_keys, fake_dns, capsys, tmp_path: Path):
+def test_cli_check_passes_against_a_dns_serving_the_zone(
+    make_ini, dkim_keys, fake_dns, capsys, tmp_path: Path
+):
     # the zone as BIND reads it, served by the fake DNS: every record must check out
     assert dnszone.main(cli_args(make_ini, dkim_keys, "--sts-id", "7")) == 0
     zone: dict[tuple[str, str], list[str]] = {}
@@ -522,7 +591,12 @@ def test_cli_check_passes_against_a_dns_serving_the_zone(make_ini, dkim_keys, fa
         zone.setdefault((name, rtype), []).append(value)
     server = fake_dns(zone)
     # without --sts-id the id is taken from DNS
-    assert dnszone.main(cli_args(make_ini, dkim_keys, "--check", "--resolver", f"127.0.0.1:{server.port}")) == 0
+    assert (
+        dnszone.main(
+            cli_args(make_ini, dkim_keys, "--check", "--resolver", f"127.0.0.1:{server.port}")
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "All DNS records are in place." in out
     assert "v=STSv1; id=7" in out
@@ -532,14 +606,18 @@ def test_cli_check_passes_against_a_dns_serving_the_zone(make_ini, dkim_keys, fa
 def test_cli_check_fails_on_a_wrong_required_record(make_ini, dkim_keys, fake_dns, capsys):
     records = zone_records(params(dkim_keys["p"], sts_id="7"))
     zone = answers_for(
-        records, {("opendkim._domainkey", "TXT"): ["v=DKIM1;k=rsa;p=OLDKEY;s=email;t=s"], ("", "TXT"): ["v=spf1 -all"]}
+        records,
+        {
+            ("opendkim._domainkey", "TXT"): ["v=DKIM1;k=rsa;p=OLDKEY;s=email;t=s"],
+            ("", "TXT"): ["v=spf1 -all"],
+        },
     )
     server = fake_dns(zone)
     argv = cli_args(make_ini, dkim_keys, "--check", "--resolver", f"127.0.0.1:{server.port}")
     assert dnszone.main(argv) == 1
     out = capsys.readouterr().out
     assert re.search(rf"DIFFERENT \(required\)\s+opendkim\._domainkey\.{re.escape(D)}\.", out)
-    assert "DNS answers: \"v=DKIM1;k=rsa;p=OLDKEY;s=email;t=s\"" in out
+    assert 'DNS answers: "v=DKIM1;k=rsa;p=OLDKEY;s=email;t=s"' in out
     assert "DIFFERENT (recommended)" in out
     assert "1 required record set(s) missing or wrong" in out
 
@@ -548,14 +626,23 @@ def test_cli_check_only_recommended_wrong_exits_zero(make_ini, dkim_keys, fake_d
     records = zone_records(params(dkim_keys["p"], sts_id="7"))
     zone = answers_for(records, {("_imap._tcp", "SRV"): []})
     server = fake_dns(zone)
-    assert dnszone.main(cli_args(make_ini, dkim_keys, "--check", "--resolver", f"127.0.0.1:{server.port}")) == 0
+    assert (
+        dnszone.main(
+            cli_args(make_ini, dkim_keys, "--check", "--resolver", f"127.0.0.1:{server.port}")
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert re.search(rf"MISSING \(recommended\)\s+_imap\._tcp\.{re.escape(D)}\.", out)
 
 
-def test_cli_check_with_an_unresponsive_resolver_fails_in_bounded_time(make_ini, dkim_keys, silent_udp, capsys):
+def test_cli_check_with_an_unresponsive_resolver_fails_in_bounded_time(
+    make_ini, dkim_keys, silent_udp, capsys
+):
     started = time.monotonic()
-    argv = cli_args(make_ini, dkim_keys, "--check", "--resolver", f"127.0.0.1:{silent_udp}", "--timeout", "0.2")
+    argv = cli_args(
+        make_ini, dkim_keys, "--check", "--resolver", f"127.0.0.1:{silent_udp}", "--timeout", "0.2"
+    )
     assert dnszone.main(argv) == 1
     # one lookup for the MTA-STS id, then all record sets in parallel: about 2 x 2 x 0.2 s
     assert time.monotonic() - started < 5
@@ -578,17 +665,31 @@ def test_cli_detects_addresses_or_asks_for_them(make_ini, dkim_keys, monkeypatch
     assert "pass --ipv4" in capsys.readouterr().err
 
 
-def test_cli_refuses_ipv6_when_disabled_and_unreadable_keys(make_ini, dkim_keys, capsys, tmp_path: Path):
+def test_cli_refuses_ipv6_when_disabled_and_unreadable_keys(
+    make_ini, dkim_keys, capsys, tmp_path: Path
+):
     with pytest.raises(SystemExit):
         dnszone.main(cli_args(lambda: make_ini(disable_ipv6="true"), dkim_keys, "--sts-id", "1"))
     assert "disable_ipv6" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        dnszone.main([str(make_ini()), "--ipv4", "1.2.3.4", "--dkim-key", str(tmp_path / "absent"), "--sts-id", "1"])
+        dnszone.main(
+            [
+                str(make_ini()),
+                "--ipv4",
+                "1.2.3.4",
+                "--dkim-key",
+                str(tmp_path / "absent"),
+                "--sts-id",
+                "1",
+            ]
+        )
     assert "cannot read the DKIM key" in capsys.readouterr().err
 
 
 def test_console_script_is_installed(make_ini, dkim_keys):
-    script = Path(__import__("sys").executable).with_name("chatmail-dns-zone")
-    assert script.exists(), "pip install the chatmaild package: its chatmail-dns-zone script is missing"
+    script = Path(sys.executable).with_name("chatmail-dns-zone")
+    assert script.exists(), (
+        "pip install the chatmaild package: its chatmail-dns-zone script is missing"
+    )
     out = run(str(script), *cli_args(make_ini, dkim_keys, "--sts-id", "1"))
     assert f"www.{D}." in out and "CNAME" in out

@@ -1,4 +1,4 @@
-"""/new: random credentials valid for doveauth, as a pure function, a CGI program and an HTTP server."""
+"""/new: random credentials valid for doveauth; pure function, CGI program and HTTP server."""
 
 from __future__ import annotations
 
@@ -39,7 +39,9 @@ NEWEMAIL = [sys.executable, "-m", "chatmaild.newemail"]
         {"username_min_length": 1, "username_max_length": 1, "password_min_length": 1},
     ],
 )
-def test_new_accounts_are_valid_for_doveauth(make_config: Callable[..., Config], lengths: dict[str, int]):
+def test_new_accounts_are_valid_for_doveauth(
+    make_config: Callable[..., Config], lengths: dict[str, int]
+):
     config = make_config(**lengths)
     emails = set()
     for _ in range(300):
@@ -62,7 +64,9 @@ def test_post_returns_json_credentials(example_config: Config):
     assert response.status == 200
     assert response.headers["Content-Type"] == "application/json"
     creds = json.loads(response.body)
-    assert creation_refusal(example_config, creds["email"], creds["password"], nocreate=False) is None
+    assert (
+        creation_refusal(example_config, creds["email"], creds["password"], nocreate=False) is None
+    )
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
@@ -87,13 +91,19 @@ def test_other_methods_are_not_allowed(example_config: Config):
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("127.0.0.1:8080", ("127.0.0.1", 8080)), ("[::1]:0", ("::1", 0)), ("0.0.0.0:1", ("0.0.0.0", 1))],
+    [
+        ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+        ("[::1]:0", ("::1", 0)),
+        ("0.0.0.0:1", ("0.0.0.0", 1)),
+    ],
 )
 def test_parse_listen_address(text: str, expected: tuple[str, int]):
     assert parse_listen_address(text) == expected
 
 
-@pytest.mark.parametrize("text", ["127.0.0.1", "localhost:80", "127.0.0.1:x", "127.0.0.1:70000", "::1"])
+@pytest.mark.parametrize(
+    "text", ["127.0.0.1", "localhost:80", "127.0.0.1:x", "127.0.0.1:70000", "::1"]
+)
 def test_parse_listen_address_rejects(text: str):
     with pytest.raises(ValueError):
         parse_listen_address(text)
@@ -108,7 +118,9 @@ def parse_cgi(output: str) -> tuple[int, dict[str, str], str]:
     return int(headers.pop("Status").split()[0]), headers, body
 
 
-def run_cgi(inipath: Path, tmp_path: Path, method: str | None, nocreate: bool = False) -> tuple[int, dict[str, str], str]:
+def run_cgi(
+    inipath: Path, tmp_path: Path, method: str | None, nocreate: bool = False
+) -> tuple[int, dict[str, str], str]:
     env = {k: v for k, v in os.environ.items() if k != "REQUEST_METHOD"}
     nocreate_path = tmp_path / "nocreate"
     if nocreate:
@@ -116,19 +128,27 @@ def run_cgi(inipath: Path, tmp_path: Path, method: str | None, nocreate: bool = 
     env[NOCREATE_PATH_ENV] = str(nocreate_path)
     if method is not None:
         env["REQUEST_METHOD"] = method
-    proc = subprocess.run([*NEWEMAIL, str(inipath)], env=env, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [*NEWEMAIL, str(inipath)], env=env, capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 0, proc.stderr
     return parse_cgi(proc.stdout)
 
 
-def test_cgi_post(make_ini: Callable[..., Path], make_config: Callable[..., Config], tmp_path: Path):
+def test_cgi_post(
+    make_ini: Callable[..., Path], make_config: Callable[..., Config], tmp_path: Path
+):
     status, headers, body = run_cgi(make_ini(), tmp_path, "POST")
     assert status == 200 and headers["Content-Type"] == "application/json"
     creds = json.loads(body)
-    assert creation_refusal(make_config(), creds["email"], creds["password"], nocreate=False) is None
+    assert (
+        creation_refusal(make_config(), creds["email"], creds["password"], nocreate=False) is None
+    )
 
 
-def test_cgi_run_by_hand_prints_credentials_like_upstream(make_ini: Callable[..., Path], tmp_path: Path):
+def test_cgi_run_by_hand_prints_credentials_like_upstream(
+    make_ini: Callable[..., Path], tmp_path: Path
+):
     status, _, body = run_cgi(make_ini(), tmp_path, None)
     assert status == 200 and json.loads(body)["email"].endswith(f"@{DOMAIN}")
 
@@ -141,7 +161,9 @@ def test_cgi_get_redirects_and_nocreate_refuses(make_ini: Callable[..., Path], t
     assert status == 403 and "@" not in body
 
 
-def test_cgi_in_process_writes_status_header(make_ini: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+def test_cgi_in_process_writes_status_header(
+    make_ini: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
     monkeypatch.setenv(NOCREATE_PATH_ENV, str(tmp_path / "absent"))
     monkeypatch.setenv("REQUEST_METHOD", "POST")
     out = io.StringIO()
@@ -155,14 +177,19 @@ def test_cgi_in_process_writes_status_header(make_ini: Callable[..., Path], monk
 
 
 @pytest.fixture
-def serve(make_ini: Callable[..., Path], tmp_path: Path) -> Iterator[Callable[[str], tuple[str, int]]]:
+def serve(
+    make_ini: Callable[..., Path], tmp_path: Path
+) -> Iterator[Callable[[str], tuple[str, int]]]:
     """Start ``chatmail-newemail INI --listen ADDR`` (port 0); returns the address it listens on."""
     procs: list[subprocess.Popen[str]] = []
 
     def start(listen: str) -> tuple[str, int]:
         env = {**os.environ, NOCREATE_PATH_ENV: str(tmp_path / "nocreate")}
         proc = subprocess.Popen(
-            [*NEWEMAIL, str(make_ini()), "--listen", listen], env=env, stderr=subprocess.PIPE, text=True
+            [*NEWEMAIL, str(make_ini()), "--listen", listen],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         procs.append(proc)
         ready, _, _ = select.select([proc.stderr], [], [], 20)
@@ -182,7 +209,9 @@ def serve(make_ini: Callable[..., Path], tmp_path: Path) -> Iterator[Callable[[s
             proc.wait(timeout=10)
 
 
-def request(address: tuple[str, int], method: str, path: str) -> tuple[int, http.client.HTTPMessage, bytes]:
+def request(
+    address: tuple[str, int], method: str, path: str
+) -> tuple[int, http.client.HTTPMessage, bytes]:
     conn = http.client.HTTPConnection(*address, timeout=10)
     try:
         conn.request(method, path)
@@ -192,7 +221,9 @@ def request(address: tuple[str, int], method: str, path: str) -> tuple[int, http
         conn.close()
 
 
-def test_server_mode_answers_like_upstream(serve, make_config: Callable[..., Config], tmp_path: Path):
+def test_server_mode_answers_like_upstream(
+    serve, make_config: Callable[..., Config], tmp_path: Path
+):
     address = serve("127.0.0.1:0")
     config = make_config()
 

@@ -45,7 +45,9 @@ _ALPN_SERVERS = (
 def mail_servers(alpn_port_443: bool = True) -> list[MailServer]:
     """The servers autoconfig advertises: IMAP ones first, each protocol's port 443 entry last."""
     servers = list(_DIRECT_SERVERS) + (list(_ALPN_SERVERS) if alpn_port_443 else [])
-    return sorted(servers, key=lambda s: s.protocol != "imap")  # stable: keeps order within a protocol
+    return sorted(
+        servers, key=lambda s: s.protocol != "imap"
+    )  # stable: keeps order within a protocol
 
 
 def render_autoconfig(mail_domain: str, alpn_port_443: bool = True) -> str:

@@ -65,7 +65,10 @@ class Record:
 
 def _quote_txt(text: str) -> str:
     # one TXT character-string holds at most 255 bytes; longer texts (DKIM keys) are split
-    escaped = [text[i : i + 255].replace("\\", "\\\\").replace('"', '\\"') for i in range(0, len(text), 255)]
+    escaped = [
+        text[i : i + 255].replace("\\", "\\\\").replace('"', '\\"')
+        for i in range(0, len(text), 255)
+    ]
     return " ".join(f'"{chunk}"' for chunk in escaped)
 
 
@@ -106,12 +109,19 @@ def zone_records(params: ZoneParams) -> list[Record]:
         req(f"_mta-sts.{domain}", "TXT", f"v=STSv1; id={params.sts_id}"),
         req(f"mta-sts.{domain}", "CNAME", domain),
         req(f"www.{domain}", "CNAME", domain),
-        req(f"{params.dkim_selector}._domainkey.{domain}", "TXT", dkim_txt_value(params.dkim_public_key)),
+        req(
+            f"{params.dkim_selector}._domainkey.{domain}",
+            "TXT",
+            dkim_txt_value(params.dkim_public_key),
+        ),
         rec(domain, "TXT", SPF_VALUE),
         rec(f"_dmarc.{domain}", "TXT", DMARC_VALUE),
         rec(domain, "CAA", caa),
         rec(f"_adsp._domainkey.{domain}", "TXT", ADSP_VALUE),
-        *(rec(f"{service}._tcp.{domain}", "SRV", f"0 1 {port} {domain}") for service, port in SRV_SERVICES),
+        *(
+            rec(f"{service}._tcp.{domain}", "SRV", f"0 1 {port} {domain}")
+            for service, port in SRV_SERVICES
+        ),
     ]
 
 
@@ -180,7 +190,7 @@ def _kind(rtype: str, value: str) -> str:
     for the other types every record of the set."""
     if rtype == "TXT":
         key, _, tag_value = value.split(";", 1)[0].split(" ", 1)[0].partition("=")
-        # the "v=" tag names the kind (v=spf1, v=DMARC1, v=STSv1, v=DKIM1); else the first tag's name
+        # "v=" names the kind (v=spf1, v=DMARC1, v=STSv1, v=DKIM1); else the first tag's name does
         return f"v={tag_value}" if key == "v" else key
     if rtype == "CAA":
         return value.split()[1].lower() if len(value.split()) > 1 else ""
@@ -217,7 +227,9 @@ def compare_records(
             continue
         kinds = {_kind(r.rtype, r.value) for r in group}
         competing = tuple(v for v in answer if _kind(key[1], v) in kinds)
-        if {_comparable(key[1], v) for v in competing} == {_comparable(r.rtype, r.value) for r in group}:
+        if {_comparable(key[1], v) for v in competing} == {
+            _comparable(r.rtype, r.value) for r in group
+        }:
             status = "ok"
         else:
             status = "different" if competing else "missing"
@@ -233,7 +245,9 @@ def render_findings(findings: Sequence[Finding]) -> str:
         label = "ok" if finding.status == "ok" else f"{finding.status.upper()} ({need})"
         lines += [f"{label:<25} {r.zone_line(width)}" for r in finding.records]
         if finding.status == "different":
-            answer = ", ".join(_quote_txt(v) if finding.records[0].rtype == "TXT" else v for v in finding.found)
+            answer = ", ".join(
+                _quote_txt(v) if finding.records[0].rtype == "TXT" else v for v in finding.found
+            )
             lines.append(f"{'':<25} DNS answers: {answer}")
         if finding.status == "error":
             lines.append(f"{'':<25} query failed: {finding.error}")
@@ -241,7 +255,9 @@ def render_findings(findings: Sequence[Finding]) -> str:
     bad_recommended = sum(f.status != "ok" for f in findings if not f.required)
     lines.append("")
     if bad_required:
-        lines.append(f"{bad_required} required record set(s) missing or wrong: set them at your DNS provider.")
+        lines.append(
+            f"{bad_required} required record set(s) missing or wrong: set them at your DNS provider"
+        )
     if bad_recommended:
         lines.append(f"{bad_recommended} recommended record set(s) missing or wrong.")
     if not bad_required and not bad_recommended:
@@ -280,7 +296,7 @@ def _take(data: bytes, pos: int, length: int) -> bytes:
 
 
 def _read_name(data: bytes, pos: int) -> tuple[str, int]:
-    """The (possibly compressed) name at ``pos``, absolute and lower case, and the offset after it."""
+    """The (maybe compressed) name at ``pos``, absolute and lower case, and the offset after it."""
     labels: list[str] = []
     after: int | None = None
     for _ in range(128):  # bounds compression-pointer loops
@@ -328,8 +344,8 @@ def _decode_rdata(data: bytes, pos: int, rdlength: int, rtype: str) -> str:
 
 
 def parse_response(data: bytes, query_id: int, name: str, rtype: str) -> list[str] | None:
-    """The ``rtype`` records of ``name`` in a reply (empty for NXDOMAIN/no data), None when the reply
-    is truncated (ask again over TCP). Raises DnsError for failures and mismatched replies."""
+    """The ``rtype`` records of ``name`` in a reply (empty for NXDOMAIN or no data), None when
+    the reply is truncated (ask again over TCP). Raises DnsError on failures and foreign replies."""
     reply_id, flags, qdcount, ancount = struct.unpack("!4H", _take(data, 0, 8))
     if reply_id != query_id or not flags & 0x8000:
         raise ForeignReply("reply does not belong to the query")
@@ -388,12 +404,16 @@ class Resolver:
                         raise DnsError("answer truncated even over TCP")
                 return values
             except TimeoutError:
-                last_error = DnsError(f"no answer from {self.host} port {self.port} within {self.timeout} s")
+                last_error = DnsError(
+                    f"no answer from {self.host} port {self.port} within {self.timeout} s"
+                )
             except OSError as e:
                 last_error = DnsError(f"{self.host} port {self.port}: {e.strerror or e}")
         raise last_error
 
-    def _query_udp(self, family: int, sockaddr: tuple, query: bytes, query_id: int, name: str, rtype: str) -> list[str] | None:
+    def _query_udp(
+        self, family: int, sockaddr: tuple, query: bytes, query_id: int, name: str, rtype: str
+    ) -> list[str] | None:
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.settimeout(self.timeout)
             sock.connect(sockaddr)  # the kernel then drops datagrams from other sources
@@ -404,7 +424,9 @@ class Resolver:
                 except ForeignReply:
                     continue
 
-    def _query_tcp(self, family: int, sockaddr: tuple, query: bytes, query_id: int, name: str, rtype: str) -> list[str] | None:
+    def _query_tcp(
+        self, family: int, sockaddr: tuple, query: bytes, query_id: int, name: str, rtype: str
+    ) -> list[str] | None:
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.settimeout(self.timeout)
             sock.connect(sockaddr)
@@ -423,8 +445,10 @@ def _recv_exactly(sock: socket.socket, length: int) -> bytes:
     return data
 
 
-def lookup_all(resolver: Resolver, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list[str] | DnsError]:
-    """Query every (name, type) at once, so that an unresponsive server costs one timeout, not many."""
+def lookup_all(
+    resolver: Resolver, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], list[str] | DnsError]:
+    """Query every (name, type) at once: an unresponsive server costs one timeout, not many."""
 
     def lookup(key: tuple[str, str]) -> list[str] | DnsError:
         try:
@@ -434,7 +458,7 @@ def lookup_all(resolver: Resolver, keys: Iterable[tuple[str, str]]) -> dict[tupl
 
     keys = list(keys)
     with ThreadPoolExecutor(max_workers=min(16, len(keys) or 1)) as pool:
-        return dict(zip(keys, pool.map(lookup, keys)))
+        return dict(zip(keys, pool.map(lookup, keys), strict=True))
 
 
 def resolver_from_resolv_conf(text: str) -> str:
@@ -626,23 +650,58 @@ def make_parser() -> argparse.ArgumentParser:
         "is missing or wrong).",
     )
     parser.add_argument("inipath", help="chatmail.ini (mail_domain, disable_ipv6)")
-    parser.add_argument("--ipv4", action="append", type=_address_list(4), default=[], metavar="ADDR",
-                        help="address of the A record (repeatable); default: this host's public IPv4 address")
-    parser.add_argument("--ipv6", action="append", type=_address_list(6), default=[], metavar="ADDR",
-                        help="address of the AAAA record (repeatable); default: this host's public IPv6 address")
-    parser.add_argument("--dkim-selector", default=DEFAULT_DKIM_SELECTOR, help="default: %(default)s")
-    parser.add_argument("--dkim-key", type=Path, metavar="PATH",
-                        help="DKIM key: PEM private or public key, or opendkim-genkey's .txt; "
-                        f"default: {DKIM_KEY_DIR}/<selector>.private")
-    parser.add_argument("--acme-account-url", metavar="URL",
-                        help="restrict the CAA record to this ACME account (RFC 8657)")
-    parser.add_argument("--sts-id", metavar="ID",
-                        help="id of the MTA-STS record; default: the one in DNS, else a new timestamp")
-    parser.add_argument("--check", action="store_true", help="compare with DNS instead of printing the zone")
-    parser.add_argument("--resolver", type=_resolver_arg, metavar="ADDR[:PORT]",
-                        help=f"DNS server to ask; default: the first nameserver of {RESOLV_CONF}")
-    parser.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS",
-                        help="per query attempt (2 attempts); default: %(default)s")
+    parser.add_argument(
+        "--ipv4",
+        action="append",
+        type=_address_list(4),
+        default=[],
+        metavar="ADDR",
+        help="address of the A record (repeatable); default: this host's public IPv4 address",
+    )
+    parser.add_argument(
+        "--ipv6",
+        action="append",
+        type=_address_list(6),
+        default=[],
+        metavar="ADDR",
+        help="address of the AAAA record (repeatable); default: this host's public IPv6 address",
+    )
+    parser.add_argument(
+        "--dkim-selector", default=DEFAULT_DKIM_SELECTOR, help="default: %(default)s"
+    )
+    parser.add_argument(
+        "--dkim-key",
+        type=Path,
+        metavar="PATH",
+        help="DKIM key: PEM private or public key, or opendkim-genkey's .txt; "
+        f"default: {DKIM_KEY_DIR}/<selector>.private",
+    )
+    parser.add_argument(
+        "--acme-account-url",
+        metavar="URL",
+        help="restrict the CAA record to this ACME account (RFC 8657)",
+    )
+    parser.add_argument(
+        "--sts-id",
+        metavar="ID",
+        help="id of the MTA-STS record; default: the one in DNS, else a new timestamp",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="compare with DNS instead of printing the zone"
+    )
+    parser.add_argument(
+        "--resolver",
+        type=_resolver_arg,
+        metavar="ADDR[:PORT]",
+        help=f"DNS server to ask; default: the first nameserver of {RESOLV_CONF}",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="per query attempt (2 attempts); default: %(default)s",
+    )
     return parser
 
 
@@ -658,7 +717,9 @@ def main(argv: list[str] | None = None) -> int:
     ipv4, ipv6 = args.ipv4, args.ipv6
     if not ipv4 and not ipv6:
         ipv4 = [a for a in [public_source_address(socket.AF_INET)] if a]
-        ipv6 = [a for a in [public_source_address(socket.AF_INET6)] if a and not config.disable_ipv6]
+        ipv6 = [
+            a for a in [public_source_address(socket.AF_INET6)] if a and not config.disable_ipv6
+        ]
         if not ipv4 and not ipv6:
             parser.error("this host has no public address to publish: pass --ipv4 and/or --ipv6")
     key_path = args.dkim_key or DKIM_KEY_DIR / f"{args.dkim_selector}.private"
@@ -684,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
             sts_id = sts_id_from_txt(resolver.query(f"_mta-sts.{domain}", "TXT"))
         except DnsError as e:
             print(f"chatmail-dns-zone: could not look up the MTA-STS id: {e}", file=sys.stderr)
-        sts_id = sts_id or new_sts_id(datetime.datetime.now(datetime.timezone.utc))
+        sts_id = sts_id or new_sts_id(datetime.datetime.now(datetime.UTC))
 
     records = zone_records(
         ZoneParams(

@@ -46,7 +46,9 @@ PATHS = ("/new", "/cgi-bin/newemail.py")
 
 def create_newemail_dict(config: Config) -> dict[str, str]:
     """Random credentials for a new account of ``config.mail_domain``."""
-    localpart = "".join(secrets.choice(LOCALPART_ALPHABET) for _ in range(config.username_max_length))
+    localpart = "".join(
+        secrets.choice(LOCALPART_ALPHABET) for _ in range(config.username_max_length)
+    )
     password_length = config.password_min_length + PASSWORD_EXTRA_LENGTH
     password = "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(password_length))
     return {"email": f"{localpart}@{config.mail_domain}", "password": password}
