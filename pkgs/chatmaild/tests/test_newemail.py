@@ -210,11 +210,11 @@ def serve(
 
 
 def request(
-    address: tuple[str, int], method: str, path: str
+    address: tuple[str, int], method: str, path: str, body: bytes | None = None
 ) -> tuple[int, http.client.HTTPMessage, bytes]:
     conn = http.client.HTTPConnection(*address, timeout=10)
     try:
-        conn.request(method, path)
+        conn.request(method, path, body=body)
         response = conn.getresponse()
         return response.status, response.headers, response.read()
     finally:
@@ -238,6 +238,14 @@ def test_server_mode_answers_like_upstream(
 
     status, headers, _ = request(address, "GET", "/new")
     assert (status, headers["Location"]) == (301, f"dcaccount:https://{DOMAIN}/new")
+
+    status, headers, body = request(address, "HEAD", "/new")
+    assert (status, headers["Location"], body) == (301, f"dcaccount:https://{DOMAIN}/new", b"")
+
+    # a request body (none is expected) is ignored
+    for _ in range(20):
+        status, _, body = request(address, "POST", "/new", body=b"x" * 60000)
+        assert status == 200 and json.loads(body)["email"].endswith(f"@{DOMAIN}")
 
     assert request(address, "POST", "/other")[0] == 404
     assert request(address, "DELETE", "/new")[0] == 405
