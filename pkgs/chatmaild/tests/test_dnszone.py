@@ -544,6 +544,11 @@ def test_parse_response_rejects_foreign_and_malformed_replies():
         parse_response(looped, 4711, D, "A")
     with pytest.raises(DnsError, match="cut short"):
         parse_response(bytes(reply[:20]), 4711, D, "A")
+    question = query[12 : 12 + len(D) + 2 + 4]
+    bad_a = struct.pack("!6H", 4711, 0x8180, 1, 1, 0, 0) + question
+    bad_a += b"\xc0\x0c" + struct.pack("!2HIH", 1, 1, 300, 3) + b"\x01\x02\x03"  # 3-byte A
+    with pytest.raises(DnsError, match="malformed A"):
+        parse_response(bad_a, 4711, D, "A")
 
 
 # --- the command line -----------------------------------------------------------------------------

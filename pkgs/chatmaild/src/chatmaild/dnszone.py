@@ -256,7 +256,7 @@ def render_findings(findings: Sequence[Finding]) -> str:
     lines.append("")
     if bad_required:
         lines.append(
-            f"{bad_required} required record set(s) missing or wrong: set them at your DNS provider"
+            f"{bad_required} required record set(s) missing or wrong: set them at the DNS provider."
         )
     if bad_recommended:
         lines.append(f"{bad_recommended} recommended record set(s) missing or wrong.")
@@ -371,7 +371,10 @@ def parse_response(data: bytes, query_id: int, name: str, rtype: str) -> list[st
         pos += 10
         # a resolver following a CNAME adds the target's records: only the name asked counts
         if owner == qname and answer_type == RTYPES[rtype]:
-            values.append(_decode_rdata(data, pos, rdlength, rtype))
+            try:
+                values.append(_decode_rdata(data, pos, rdlength, rtype))
+            except (ValueError, struct.error):  # e.g. an A record that is not 4 bytes long
+                raise DnsError(f"malformed {rtype} record in the answer") from None
         pos += rdlength
     return values
 
