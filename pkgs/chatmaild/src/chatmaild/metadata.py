@@ -1,0 +1,401 @@
+"""chatmail-metadata: Dovecot's IMAP METADATA store for push device tokens (dict protocol server).
+
+Dovecot (``mail_attribute_dict = proxy:SOCKET:metadata``) turns mailbox attributes into dict keys
+``priv/<mailbox guid>/<name>`` and ``shared/<mailbox guid>/<name>``, with the user in the ``B`` and
+``L`` requests. Handled:
+
+- ``priv/*/devicetoken`` set: ``SETMETADATA INBOX (/private/devicetoken TOKEN)`` by a Delta Chat
+  client adds TOKEN to the mailbox's tokens (tokens unused for 90 days expire); lookup answers all
+  tokens, space-separated. Unset is accepted and ignored: which token would it remove?
+- ``priv/*/messagenew`` set: the LMTP push-notification Lua script sets it when a message
+  arrives; every token of the mailbox gets a notification (see notifier.py).
+- ``shared/*/vendor/vendor.dovecot/pvt/server/vendor/deltachat/irohrelay`` lookup
+  (``GETMETADATA "" /shared/vendor/deltachat/irohrelay``): the ``iroh_relay`` URL.
+
+Anything else: lookups answer not-found, iterations are empty, a transaction that sets another key
+fails at commit. Changes take effect at commit, in order; rollback discards them.
+
+Tokens are stored per mailbox in ``<mailboxes_dir>/<addr>/metadata.json`` (upstream's format:
+``{"devicetoken": {token: last-set timestamp}}``), pending notifications in
+``<mailboxes_dir>/pending_notifications/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import stat
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import dictproto
+from .accounts import InvalidAddress, get_mailbox
+from .config import Config, ConfigError, read_config
+from .filestore import read_json_object, write_json_object
+from .notifier import (
+    DEFAULT_NOTIFY_URL,
+    DEFAULT_WORKERS,
+    QUEUE_DIR_NAME,
+    RETRY_BASE_DELAY,
+    Notifier,
+)
+
+log = logging.getLogger(__name__)
+
+DEVICETOKEN_KEY = "devicetoken"
+MESSAGENEW_KEY = "messagenew"
+IROH_RELAY_KEY = "vendor/vendor.dovecot/pvt/server/vendor/deltachat/irohrelay"
+METADATA_FILE_NAME = "metadata.json"
+TOKEN_MAX_AGE = 90 * 86400  # seconds a token lives after its client last set it
+TOKEN_MAX_FUTURE = 60  # timestamps further ahead are bogus (clock jumped back)
+# a mailbox keeps its most recently set tokens only: every token costs a request per message
+MAX_TOKENS_PER_MAILBOX = 32
+
+
+# --- rules (pure)
+
+
+def live_tokens(stored: Any, now: float) -> dict[str, int]:
+    """The tokens of a stored ``devicetoken`` value that have not expired, with their timestamps.
+
+    Very old upstream versions stored a plain list of tokens: those count as set ``now``.
+    """
+    if isinstance(stored, list):
+        stored = {token: int(now) for token in stored if isinstance(token, str)}
+    if not isinstance(stored, dict):
+        return {}
+    return {
+        token: ts
+        for token, ts in stored.items()
+        if isinstance(ts, int) and now - TOKEN_MAX_AGE < ts < now + TOKEN_MAX_FUTURE
+    }
+
+
+def with_token(tokens: dict[str, int], token: str, now: float) -> dict[str, int]:
+    """``tokens`` with ``token`` set at ``now``, keeping the MAX_TOKENS_PER_MAILBOX newest."""
+    updated = {t: ts for t, ts in tokens.items() if t != token}
+    updated[token] = int(now)
+    newest = sorted(updated.items(), key=lambda item: item[1])[-MAX_TOKENS_PER_MAILBOX:]
+    return dict(newest)
+
+
+def attribute_name(key: str) -> tuple[str, str]:
+    """Split a dict key ``<priv|shared>/<mailbox guid>/<name>`` into (scope, name)."""
+    scope, guid, name = (key.split("/", 2) + ["", ""])[:3]
+    if scope not in ("priv", "shared") or not guid or not name:
+        raise dictproto.ProtocolError(f"not a mailbox attribute key: {key!r}")
+    return scope, name
+
+
+# --- token storage
+
+
+class TokenStore:
+    """Device tokens per mailbox, one JSON file in each maildir (written atomically, durably)."""
+
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self._clock = clock
+
+    def _path(self, addr: str) -> Path:
+        """The token file of ``addr``; raises InvalidAddress unless ``addr`` has a mailbox."""
+        maildir = get_mailbox(self.config, addr).maildir
+        if not maildir.is_dir():
+            raise InvalidAddress(f"{addr!r} has no mailbox")
+        return maildir / METADATA_FILE_NAME
+
+    def tokens(self, addr: str) -> list[str]:
+        data = read_json_object(self._path(addr))
+        return list(live_tokens(data.get(DEVICETOKEN_KEY), self._clock()))
+
+    def _update(self, addr: str, change: Callable[[dict[str, int], float], dict[str, int]]) -> None:
+        path = self._path(addr)
+        data = read_json_object(path)
+        now = self._clock()
+        data[DEVICETOKEN_KEY] = change(live_tokens(data.get(DEVICETOKEN_KEY), now), now)
+        write_json_object(path, data)
+
+    def add(self, addr: str, token: str) -> None:
+        self._update(addr, lambda tokens, now: with_token(tokens, token, now))
+
+    def remove(self, addr: str, token: str) -> None:
+        self._update(addr, lambda tokens, now: {t: ts for t, ts in tokens.items() if t != token})
+
+
+# --- the dict protocol
+
+
+@dataclass
+class Transaction:
+    user: str
+    changes: list[tuple[str, str | None]] = field(default_factory=list)  # (key, value or unset)
+    unsupported: str | None = None  # why the commit must fail
+
+
+class MetadataDict:
+    """Answers dict requests; one instance serves all connections (transactions are per session)."""
+
+    def __init__(self, store: TokenStore, notifier: Notifier, iroh_relay: str | None) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.iroh_relay = iroh_relay
+
+    def lookup(self, key: str, user: str) -> bytes:
+        try:
+            scope, name = attribute_name(key)
+        except dictproto.ProtocolError:
+            return dictproto.NOT_FOUND_REPLY
+        if scope == "priv" and name == DEVICETOKEN_KEY:
+            try:
+                tokens = self.store.tokens(user)
+            except (InvalidAddress, OSError) as e:
+                log.warning("token lookup for %r failed: %s", user, e)
+                return dictproto.FAIL_REPLY
+            return dictproto.ok_reply(" ".join(tokens))
+        if scope == "shared" and name == IROH_RELAY_KEY and self.iroh_relay:
+            return dictproto.ok_reply(self.iroh_relay)
+        return dictproto.NOT_FOUND_REPLY
+
+    def commit(self, transaction: Transaction) -> bool:
+        """Apply the changes of ``transaction``; False if it must fail (nothing applied then,
+        unless storage failed half-way)."""
+        if transaction.unsupported is not None:
+            log.warning("failing transaction of %r: %s", transaction.user, transaction.unsupported)
+            return False
+        actions: list[Callable[[], None]] = []
+        for key, value in transaction.changes:
+            action = self._action(transaction.user, key, value)
+            if action is None:
+                log.warning("failing transaction of %r: cannot store %r", transaction.user, key)
+                return False
+            actions.append(action)
+        try:
+            for action in actions:
+                action()
+        except (InvalidAddress, OSError) as e:
+            log.error("transaction of %r failed: %s", transaction.user, e)
+            return False
+        return True
+
+    def _action(self, user: str, key: str, value: str | None) -> Callable[[], None] | None:
+        try:
+            scope, name = attribute_name(key)
+        except dictproto.ProtocolError:
+            return None
+        if scope != "priv":
+            return None
+        if name == DEVICETOKEN_KEY:
+            if value is None or not value.strip():
+                return lambda: None
+            return lambda: self.store.add(user, value)
+        if name == MESSAGENEW_KEY and value is not None:
+            return lambda: self.notifier.notify(user, self.store.tokens(user))
+        return None
+
+
+class DictSession:
+    """One client connection: parses request lines, keeps its transactions."""
+
+    def __init__(self, handler: MetadataDict) -> None:
+        self.handler = handler
+        self.transactions: dict[str, Transaction] = {}
+
+    def _transaction(self, args: list[str]) -> Transaction:
+        try:
+            return self.transactions[args[0]]
+        except KeyError:
+            raise dictproto.ProtocolError(f"unknown transaction {args[0]!r}") from None
+
+    def handle(self, line: str) -> bytes | None:
+        """The reply to one request line (without newline); None if it takes none.
+
+        Raises ProtocolError for a request that breaks the protocol: the connection must end,
+        since the client's idea of which reply belongs to which request is lost.
+        """
+        request = dictproto.parse_request(line)
+        command, args = request.command, request.args
+
+        def need(count: int) -> None:
+            if len(args) < count:
+                raise dictproto.ProtocolError(f"{command!r} request with too few fields: {line!r}")
+
+        if command == "H":
+            return None
+        if command == "L":
+            need(1)
+            return self.handler.lookup(args[0], args[1] if len(args) > 1 else "")
+        if command == "I":
+            # no attribute is listable: Dovecot only iterates to list or delete a mailbox's
+            # attributes, and tokens must survive that
+            return dictproto.ITER_END_REPLY
+        if command == "B":
+            need(1)
+            self.transactions[args[0]] = Transaction(user=args[1] if len(args) > 1 else "")
+            return None
+        if command == "S":
+            need(3)
+            self._transaction(args).changes.append((args[1], args[2]))
+            return None
+        if command == "U":
+            need(2)
+            self._transaction(args).changes.append((args[1], None))
+            return None
+        if command == "A":
+            need(3)
+            self._transaction(args).unsupported = f"atomic increment of {args[1]!r}"
+            return None
+        if command == "T":
+            need(1)
+            self._transaction(args)  # change timestamps do not matter here
+            return None
+        if command == "R":
+            need(1)
+            self.transactions.pop(args[0], None)
+            return None
+        if command in ("C", "D"):
+            need(1)
+            transaction = self._transaction(args)
+            del self.transactions[args[0]]
+            ok = self.handler.commit(transaction)
+            return dictproto.commit_reply(args[0], ok, asynchronous=command == "D")
+        raise dictproto.ProtocolError(f"unknown command {command!r}")
+
+
+async def serve_connection(
+    handler: MetadataDict, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    session = DictSession(handler)
+    try:
+        while True:
+            try:
+                raw = await reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError:
+                break  # the client closed the connection
+            except asyncio.LimitOverrunError:
+                log.warning(
+                    "closing dict connection: request longer than %d bytes",
+                    dictproto.MAX_LINE_LENGTH,
+                )
+                break
+            try:
+                reply = session.handle(raw[:-1].decode("utf-8"))
+            except (dictproto.ProtocolError, UnicodeDecodeError) as e:
+                log.warning("closing dict connection: %s", e)
+                break
+            if reply is not None:
+                writer.write(reply)
+                await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+def remove_stale_socket(path: Path) -> None:
+    """Remove a socket left by an earlier run; refuse to remove anything that is not a socket."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(f"{path} exists and is not a socket")
+    path.unlink()
+
+
+async def serve(
+    socket_path: Path, config: Config, notify_url: str, retry_delay: float, workers: int
+) -> None:
+    store = TokenStore(config)
+    queue_dir = config.mailboxes_dir / QUEUE_DIR_NAME
+    queue_dir.mkdir(mode=0o700, exist_ok=True)
+    notifier = Notifier(
+        queue_dir, store.remove, url=notify_url, base_delay=retry_delay, workers=workers
+    )
+    await notifier.start()
+    handler = MetadataDict(store, notifier, config.iroh_relay)
+
+    remove_stale_socket(socket_path)
+    server = await asyncio.start_unix_server(
+        lambda r, w: serve_connection(handler, r, w),
+        path=os.fspath(socket_path),
+        limit=dictproto.MAX_LINE_LENGTH,
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    log.info("serving dict requests on %s, notifying %s", socket_path, notify_url)
+    try:
+        async with server:
+            await stopping.wait()
+    finally:
+        socket_path.unlink(missing_ok=True)
+    await notifier.stop()
+    log.info("stopped")
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dovecot dict server for IMAP METADATA (push device tokens) and push notifications."""
+    parser = argparse.ArgumentParser(prog="chatmail-metadata", description=main.__doc__)
+    parser.add_argument("socket", type=Path, help="unix socket to listen on")
+    parser.add_argument("chatmail_ini", type=Path, help="path of chatmail.ini")
+    parser.add_argument(
+        "--notify-url",
+        default=DEFAULT_NOTIFY_URL,
+        help=f"where notifications are POSTed (default: {DEFAULT_NOTIFY_URL})",
+    )
+    parser.add_argument(
+        "--retry-delay",
+        type=positive_float,
+        default=RETRY_BASE_DELAY,
+        help="seconds before the first retry of a failed notification; each further retry "
+        f"waits 8 times longer (default: {RETRY_BASE_DELAY:g})",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=DEFAULT_WORKERS,
+        help=f"concurrent notification requests (default: {DEFAULT_WORKERS})",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        config = read_config(args.chatmail_ini)
+    except ConfigError as e:
+        log.error("%s", e)
+        return 1
+    if not config.mailboxes_dir.is_dir():
+        log.error("mailboxes_dir does not exist: %s", config.mailboxes_dir)
+        return 1
+    try:
+        asyncio.run(serve(args.socket, config, args.notify_url, args.retry_delay, args.workers))
+    except (OSError, ValueError) as e:
+        log.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
