@@ -530,6 +530,11 @@ def test_resolver_gives_up_after_its_timeouts(silent_udp: int):
     assert 0.35 < time.monotonic() - started < 2
 
 
+def test_resolver_with_a_bad_address_reports_it():
+    with pytest.raises(DnsError, match="not-an-address"):
+        Resolver("not-an-address", timeout=0.2).query(D, "A")
+
+
 def test_parse_response_rejects_foreign_and_malformed_replies():
     query = build_query(D, "A", 4711)
     reply = bytearray(query)

@@ -394,12 +394,12 @@ class Resolver:
 
     def query(self, name: str, rtype: str) -> list[str]:
         """The ``rtype`` records of ``name``; raises DnsError."""
-        family, sockaddr = self._sockaddr()
         last_error = DnsError("no attempt made")
         for _ in range(self.attempts):
             query_id = secrets.randbelow(0x10000)
             query = build_query(name, rtype, query_id)
             try:
+                family, sockaddr = self._sockaddr()
                 values = self._query_udp(family, sockaddr, query, query_id, name, rtype)
                 if values is None:
                     values = self._query_tcp(family, sockaddr, query, query_id, name, rtype)
