@@ -1,0 +1,429 @@
+"""filtermail: Postfix before-queue filter (``smtpd_proxy_filter``) that only lets encrypted mail pass.
+
+``filtermail INI_PATH outgoing|incoming`` serves SMTP on 127.0.0.1 (``filtermail_smtp_port`` /
+``filtermail_smtp_port_incoming``) and re-injects every accepted mail unchanged to Postfix on
+127.0.0.1 (``postfix_reinject_port`` / ``postfix_reinject_port_incoming``); Postfix only acknowledges
+its client's DATA once the re-injection was accepted, so nothing is queued twice or lost.
+
+Replies (upstream 1.9.0's codes and texts where clients see them):
+
+- ``450 4.7.1: Too much mail from <sender>`` at MAIL (outgoing): per-sender rate limit;
+- ``500 Invalid from address <'…'>`` at MAIL (outgoing): envelope sender is not ``local@domain``;
+- ``500 Invalid FROM <'from'> for <'sender'>`` (outgoing): From header differs from the envelope;
+- ``523 Encryption Needed: Invalid Unencrypted Mail``: cleartext where it is not allowed;
+- ``552 …``: the mail or its header block is too large;
+- 4xx when re-injection fails (Postfix down, timeout), so the mail is retried, never dropped;
+  a refusal by Postfix is passed on with Postfix's own code and text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from . import encryption
+from .accounts import InvalidAddress, get_mailbox
+from .config import Config, ConfigError, read_config
+from .encryption import Entity, MalformedMessage
+from .ratelimit import SendRateLimiter
+
+log = logging.getLogger("filtermail")
+
+ENCRYPTION_NEEDED_523 = "523 Encryption Needed: Invalid Unencrypted Mail"
+MODES = ("outgoing", "incoming")
+
+# Postfix waits smtpd_proxy_timeout (100 s by default) for our reply; answer well before that.
+REINJECT_CONNECT_TIMEOUT = 10.0
+REINJECT_TRANSACTION_TIMEOUT = 60.0
+# Idle re-injection connections kept open; Postfix's smtpd closes them after smtpd_timeout (300 s).
+REINJECT_POOL_SIZE = 8
+REINJECT_MAX_IDLE = 60.0
+
+
+# --- rules: pure functions from (config, envelope, parsed mail) to an error reply or None
+
+
+def recipient_matches_passthrough(recipient: str, passthrough_recipients: Sequence[str]) -> bool:
+    """An entry is a full address or, starting with "@", a domain suffix (upstream semantics)."""
+    return any(
+        recipient == entry or (entry.startswith("@") and recipient.endswith(entry))
+        for entry in passthrough_recipients
+    )
+
+
+def check_sender_address(address: str) -> str | None:
+    """MAIL FROM must be local@domain (exactly one "@")."""
+    if address.count("@") != 1:
+        return f"500 Invalid from address <{address!r}>"
+    return None
+
+
+def check_outgoing(config: Config, mail_from: str, rcpt_tos: Sequence[str], message: Entity) -> str | None:
+    """Error reply for a mail submitted by a user of this relay, or None to accept it."""
+    from_addr = encryption.from_address(message) or ""
+    if mail_from.lower() != from_addr.lower():
+        return f"500 Invalid FROM <{from_addr!r}> for <{mail_from!r}>"
+    if encryption.is_encrypted(message, allow_armor_headers=False):
+        return None
+    if encryption.is_securejoin_request(message):
+        return None
+    if mail_from in config.passthrough_senders:
+        return None
+    if list(rcpt_tos) == [from_addr] and encryption.is_autocrypt_setup_message(message):
+        return None
+    if all(recipient_matches_passthrough(r, config.passthrough_recipients) for r in rcpt_tos):
+        return None
+    return ENCRYPTION_NEEDED_523
+
+
+def check_incoming(
+    rcpt_tos: Sequence[str], message: Entity, accepts_cleartext: Callable[[str], bool]
+) -> str | None:
+    """Error reply for a mail from another server, or None to accept it.
+
+    ``accepts_cleartext(recipient)`` tells whether that recipient takes unencrypted mail.
+    """
+    if encryption.is_encrypted(message, allow_armor_headers=True):
+        return None
+    if encryption.is_securejoin_request(message):
+        return None
+    # bounces must reach the sender; Delta Chat shows them as delivery errors, not as messages
+    if encryption.is_mailer_daemon_report(message):
+        return None
+    if all(accepts_cleartext(r) for r in rcpt_tos):
+        return None
+    return ENCRYPTION_NEEDED_523
+
+
+def mailbox_accepts_cleartext(config: Config, recipient: str) -> bool:
+    """False while the recipient's account has its ``enforceE2EEincoming`` file.
+
+    The address is looked up the way Postfix/Dovecot deliver it: case-insensitively and without a
+    ``+detail`` extension, so neither can be used to slip cleartext past the check. An address
+    that cannot be an account here has no mailbox to protect.
+    """
+    localpart, _, domain = recipient.lower().rpartition("@")
+    addr = f"{localpart.partition('+')[0]}@{domain}"
+    try:
+        mailbox = get_mailbox(config, addr)
+    except InvalidAddress:
+        return True
+    return mailbox.is_incoming_cleartext_ok()
+
+
+# --- re-injection: a small SMTP client with a pool of open connections to Postfix
+
+
+class ReinjectError(Exception):
+    """Re-injection failed; ``reply`` is what our own client should be told."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+class _StaleConnection(Exception):
+    """A pooled connection turned out to be closed before any of the mail was sent."""
+
+
+@dataclass
+class _Connection:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    pipelining: bool
+    idle_since: float = field(default_factory=time.monotonic)
+
+    async def read_reply(self) -> tuple[int, str]:
+        lines = []
+        while True:
+            line = await self.reader.readline()
+            if not line.endswith(b"\n"):
+                raise ConnectionError("connection closed by Postfix")
+            lines.append(line.rstrip(b"\r\n").decode("utf-8", "replace"))
+            if line[3:4] != b"-":
+                break
+        try:
+            code = int(lines[0][:3])
+        except ValueError:
+            raise ConnectionError(f"bad SMTP reply {lines[0]!r}") from None
+        return code, " ".join(line[4:] for line in lines)
+
+    async def commands(self, commands: Sequence[bytes]) -> list[tuple[int, str]]:
+        """Send commands (pipelined if the server allows it) and return their replies."""
+        replies = []
+        if self.pipelining:
+            self.writer.write(b"".join(commands))
+            await self.writer.drain()
+            for _ in commands:
+                replies.append(await self.read_reply())
+        else:
+            for command in commands:
+                self.writer.write(command)
+                await self.writer.drain()
+                replies.append(await self.read_reply())
+        return replies
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def dot_stuffed(content: bytes) -> bytes:
+    """``content`` as DATA payload (RFC 5321 section 4.5.2), ending in CRLF."""
+    stuffed = content.replace(b"\n.", b"\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed
+
+
+class Reinjector:
+    """Hands accepted mail to Postfix on ``127.0.0.1:port``, binding to ``source_host`` (upstream
+    re-injects incoming mail from 127.0.0.2 so that the DKIM milter verifies instead of signs)."""
+
+    def __init__(self, port: int, source_host: str = "127.0.0.1", pool_size: int = REINJECT_POOL_SIZE) -> None:
+        self.port = port
+        self.source_host = source_host
+        self.pool_size = pool_size
+        self._idle: list[_Connection] = []
+
+    async def _connect(self) -> _Connection:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", self.port, local_addr=(self.source_host, 0)),
+            REINJECT_CONNECT_TIMEOUT,
+        )
+        conn = _Connection(reader, writer, pipelining=False)
+        try:
+            code, text = await conn.read_reply()
+            if code != 220:
+                raise ReinjectError(_temporary(code, text))
+            (code, text), = await conn.commands([f"EHLO [{self.source_host}]\r\n".encode()])
+            if code != 250:
+                raise ReinjectError(_temporary(code, text))
+        except BaseException:
+            conn.close()
+            raise
+        conn.pipelining = "PIPELINING" in text.upper().split()
+        return conn
+
+    def _take_idle(self) -> _Connection | None:
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.reader.at_eof() or now - conn.idle_since > REINJECT_MAX_IDLE:
+                conn.close()
+                continue
+            return conn
+        return None
+
+    def _release(self, conn: _Connection) -> None:
+        if len(self._idle) < self.pool_size:
+            conn.idle_since = time.monotonic()
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    async def send(self, mail_from: str, rcpt_tos: Sequence[str], content: bytes, body_8bit: bool) -> None:
+        """Deliver one mail; raises ReinjectError with the reply for our client on failure."""
+        try:
+            async with asyncio.timeout(REINJECT_TRANSACTION_TIMEOUT):
+                conn = self._take_idle()
+                if conn is not None:
+                    try:
+                        await self._transaction(conn, mail_from, rcpt_tos, content, body_8bit, reused=True)
+                        return
+                    except _StaleConnection:
+                        pass
+                conn = await self._connect()
+                await self._transaction(conn, mail_from, rcpt_tos, content, body_8bit, reused=False)
+        except ReinjectError:
+            raise
+        except (OSError, EOFError, TimeoutError, _StaleConnection) as e:
+            raise ReinjectError(f"451 4.4.2 Re-injection to Postfix failed: {e or type(e).__name__}") from e
+
+    async def _transaction(
+        self, conn: _Connection, mail_from: str, rcpt_tos: Sequence[str], content: bytes,
+        body_8bit: bool, reused: bool,
+    ) -> None:
+        body_param = " BODY=8BITMIME" if body_8bit else ""
+        envelope_commands = [f"MAIL FROM:<{mail_from}>{body_param}\r\n".encode()]
+        envelope_commands += [f"RCPT TO:<{rcpt}>\r\n".encode() for rcpt in rcpt_tos]
+        envelope_commands.append(b"DATA\r\n")
+        try:
+            try:
+                replies = await conn.commands(envelope_commands)
+            except (OSError, EOFError) as e:
+                # nothing of the mail has been accepted yet: a reused connection may just be stale
+                if reused:
+                    raise _StaleConnection() from e
+                raise
+            *envelope_replies, (data_code, data_text) = replies
+            refused = [(code, text) for code, text in envelope_replies if code >= 400]
+            if refused:
+                # with 354 the server waits for content; hanging up discards the transaction
+                raise ReinjectError(f"{refused[0][0]} {refused[0][1]}")
+            if data_code != 354:
+                raise ReinjectError(f"{data_code} {data_text}")
+            conn.writer.write(dot_stuffed(content))
+            conn.writer.write(b".\r\n")
+            await conn.writer.drain()
+            code, text = await conn.read_reply()
+            if code != 250:
+                raise ReinjectError(f"{code} {text}")
+        except BaseException:
+            conn.close()
+            raise
+        self._release(conn)
+
+    def close(self) -> None:
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()
+
+
+def _temporary(code: int, text: str) -> str:
+    return f"451 4.4.2 Re-injection to Postfix failed: {code} {text}"
+
+
+# --- the SMTP side
+
+
+class FilterSMTP(SMTP):
+    """aiosmtpd's server, tolerant of MAIL/RCPT parameters it does not implement.
+
+    Postfix passes on what its clients sent (e.g. ``NOTIFY=``/``ORCPT=`` from other servers);
+    aiosmtpd would answer 555. SIZE, BODY and SMTPUTF8 keep aiosmtpd's handling (SIZE over
+    max_message_size is refused with 552 right at MAIL).
+    """
+
+    _KNOWN_PARAMS = frozenset({"SIZE", "BODY", "SMTPUTF8"})
+
+    def _getparams(self, params: Sequence[str]) -> dict[str, str | bool] | None:
+        parsed = super()._getparams(params)
+        if parsed is None:
+            return None
+        return {key: value for key, value in parsed.items() if key in self._KNOWN_PARAMS}
+
+
+class FilterHandler:
+    """aiosmtpd handler: checks each mail with ``check`` and re-injects what passes."""
+
+    def __init__(
+        self,
+        check: Callable[[str, Sequence[str], Entity], str | None],
+        reinjector: Reinjector,
+        rate_limiter: SendRateLimiter | None = None,
+    ) -> None:
+        self.check = check
+        self.reinjector = reinjector
+        self.rate_limiter = rate_limiter
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        if self.rate_limiter is not None:
+            error = check_sender_address(address)
+            if error:
+                return error
+            if not self.rate_limiter.allow(address.lower()):
+                log.info("rate limit: refusing mail from %s", address)
+                return f"450 4.7.1: Too much mail from {address}"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        try:
+            message = encryption.parse_entity(content)
+        except MalformedMessage as e:
+            return f"552 5.3.4 Message not accepted: {e}"
+        mail_from = envelope.mail_from or ""
+        try:
+            error = self.check(mail_from, envelope.rcpt_tos, message)
+            if error:
+                log.info("refused: %s", error)
+                return error
+            body_8bit = "BODY=8BITMIME" in envelope.mail_options
+            await self.reinjector.send(mail_from, envelope.rcpt_tos, content, body_8bit)
+        except ReinjectError as e:
+            log.warning("re-injection failed: %s", e.reply)
+            return e.reply
+        except Exception:
+            # a bug must not bounce the mail: Postfix keeps it and its client retries
+            log.exception("handling a mail failed")
+            return "451 4.3.0 Error: internal error in filtermail"
+        return "250 OK"
+
+
+def make_handler(config: Config, mode: str) -> tuple[FilterHandler, int]:
+    """The handler for ``mode`` and the port to listen on."""
+    if mode == "outgoing":
+        limiter = SendRateLimiter(config.max_user_send_per_minute, config.max_user_send_burst_size)
+        handler = FilterHandler(
+            lambda mail_from, rcpt_tos, message: check_outgoing(config, mail_from, rcpt_tos, message),
+            Reinjector(config.postfix_reinject_port),
+            limiter,
+        )
+        return handler, config.filtermail_smtp_port
+    if mode == "incoming":
+        handler = FilterHandler(
+            lambda mail_from, rcpt_tos, message: check_incoming(
+                rcpt_tos, message, lambda rcpt: mailbox_accepts_cleartext(config, rcpt)
+            ),
+            Reinjector(config.postfix_reinject_port_incoming, source_host="127.0.0.2"),
+        )
+        return handler, config.filtermail_smtp_port_incoming
+    raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+
+
+async def serve(config: Config, mode: str) -> None:
+    """Serve until SIGTERM/SIGINT."""
+    handler, port = make_handler(config, mode)
+    loop = asyncio.get_running_loop()
+
+    def make_protocol() -> SMTP:
+        # hostname given: aiosmtpd would otherwise resolve our FQDN on every connection
+        return FilterSMTP(
+            handler,
+            hostname="localhost",
+            ident="filtermail",
+            data_size_limit=config.max_message_size,
+            loop=loop,
+        )
+
+    server = await loop.create_server(make_protocol, "127.0.0.1", port)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("filtermail %s on 127.0.0.1:%d: entering serving loop", mode, port)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+        handler.reinjector.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2 or args[1] not in MODES:
+        print("usage: filtermail INI_PATH outgoing|incoming", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+    # aiosmtpd logs every SMTP command at INFO
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    try:
+        config = read_config(args[0])
+    except ConfigError as e:
+        print(f"filtermail: {e}", file=sys.stderr)
+        return 1
+    asyncio.run(serve(config, args[1]))
+    return 0
