@@ -8,13 +8,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import chatmaild
+from chatmaild.bench import start_doveauth
 from chatmaild.dictclient import DictClient
 from chatmaild.dictproto import passdb_key, request_line
 from chatmaild.passwords import verify_password
@@ -30,25 +30,7 @@ class Daemon:
         self.nocreate = tmp_path / "nocreate"
         self.log_path = tmp_path / "doveauth.log"
         env = dict(os.environ, CHATMAIL_NOCREATE_PATH=str(self.nocreate), PYTHONPATH=PACKAGE_SRC)
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "chatmaild.doveauth", str(self.socket_path), str(inipath)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-            )
-        # ready once it accepts connections and has logged that it listens (signals handled)
-        deadline = time.monotonic() + 10
-        while not self._accepts() or "listening on" not in self.log():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"doveauth did not start: {self.log()}")
-            time.sleep(0.02)
-
-    def _accepts(self) -> bool:
-        with socket.socket(socket.AF_UNIX) as s:
-            try:
-                s.connect(str(self.socket_path))
-            except OSError:
-                return False
-        return True
+        self.proc = start_doveauth(self.socket_path, inipath, self.log_path, env)
 
     def client(self) -> DictClient:
         return DictClient(self.socket_path, timeout=10)

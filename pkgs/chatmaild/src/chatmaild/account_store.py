@@ -75,8 +75,8 @@ class AccountStore:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        # addr -> (inode, mtime_ns, account): valid while the password file keeps both
-        self._cache: dict[str, tuple[int, int, Account]] = {}
+        # addr -> (inode, mtime_ns, account, password path): valid while the file keeps both
+        self._cache: dict[str, tuple[int, int, Account, str]] = {}
 
     def mailbox(self, addr: str) -> Mailbox | None:
         try:
@@ -86,33 +86,37 @@ class AccountStore:
 
     def lookup(self, addr: str) -> Account | None:
         """The stored account for ``addr``, or None if it does not exist or is not valid."""
+        cached = self._cache.get(addr)
+        if cached is not None:
+            # hot path: the address was checked when it was cached; one stat() tells if it is fresh
+            ino, mtime_ns, account, password_path = cached
+            try:
+                st = os.stat(password_path)
+            except FileNotFoundError:
+                del self._cache[addr]
+                return None
+            if st.st_ino == ino and st.st_mtime_ns == mtime_ns:
+                return account
         mailbox = self.mailbox(addr)
         if mailbox is None:
             return None
+        password_path = str(mailbox.password_path)
         try:
-            st = os.stat(mailbox.password_path)
+            st = os.stat(password_path)
+            with open(password_path, "rb") as f:
+                password_hash = f.read().decode("ascii", "replace").strip()
         except FileNotFoundError:
             self._cache.pop(addr, None)
-            return None
-        cached = self._cache.get(addr)
-        if cached is not None and cached[0] == st.st_ino and cached[1] == st.st_mtime_ns:
-            return cached[2]
-        try:
-            password_hash = mailbox.password_path.read_text("ascii", "replace").strip()
-        except FileNotFoundError:
             return None
         if not password_hash:
             log.error("empty password file for %s", addr)
             return None
         account = Account(mailbox, password_hash)
-        self._remember(addr, st.st_ino, st.st_mtime_ns, account)
-        return account
-
-    def _remember(self, addr: str, ino: int, mtime_ns: int, account: Account) -> None:
         if len(self._cache) >= CACHE_MAX_ENTRIES and addr not in self._cache:
             # drop the oldest entry (dicts keep insertion order)
             del self._cache[next(iter(self._cache))]
-        self._cache[addr] = (ino, mtime_ns, account)
+        self._cache[addr] = (st.st_ino, st.st_mtime_ns, account, password_path)
+        return account
 
     def create(self, mailbox: Mailbox, hash_new_password: Callable[[], str]) -> str:
         """Create the account unless it exists; return the hash that is stored afterwards.

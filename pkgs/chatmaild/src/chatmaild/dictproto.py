@@ -68,6 +68,8 @@ def parse_request(line: str) -> Request:
 
 def split_quoted(text: str) -> list[str]:
     """Split ``text`` at unescaped ``"``, removing the backslash escapes Dovecot's %E adds."""
+    if "\\" not in text:
+        return text.split('"')  # the common case, without a Python-level loop
     parts: list[str] = []
     current: list[str] = []
     escaped = False
