@@ -26,6 +26,7 @@ from chatmaild.metadata import (
     TokenStore,
     attribute_name,
     live_tokens,
+    main,
     with_token,
 )
 from chatmaild.notifier import QUEUE_DIR_NAME
@@ -369,3 +370,17 @@ def test_daemon_survives_malformed_input(
     assert client.set(DEVICETOKEN, "tok1") == b"O1\n"
     client.close()
     assert "Traceback" not in daemon.log.read_text()
+
+
+def test_daemon_refuses_to_start_without_mailboxes_dir_or_socket_dir(
+    make_ini: Callable[..., Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ini = make_ini()
+    assert main([str(tmp_path / "s.sock"), str(ini)]) == 1
+    assert "mailboxes_dir does not exist" in caplog.text
+    (tmp_path / "mail" / "chat.example.org").mkdir(parents=True)
+    assert main([str(tmp_path / "missing" / "s.sock"), str(ini)]) == 1
+    assert f"cannot listen on {tmp_path / 'missing' / 's.sock'}" in caplog.text
+    (tmp_path / "s.sock").write_text("not a socket")
+    assert main([str(tmp_path / "s.sock"), str(ini)]) == 1
+    assert (tmp_path / "s.sock").read_text() == "not a socket"

@@ -29,10 +29,14 @@ WAIT = 10.0  # upper bound of every wait in these tests
 class FakeEndpoint:
     """A notification service on 127.0.0.1: records POST bodies, answers planned statuses."""
 
-    def __init__(self, port: int = 0, drop_after_response: bool = False) -> None:
+    def __init__(
+        self, port: int = 0, drop_after_response: bool = False, delay: float = 0.0
+    ) -> None:
         self.bodies: list[bytes] = []
         self.client_ports: list[int] = []  # one per request: tells connections apart
         self.statuses: list[int] = []  # answered in order; 200 once used up
+        self.active = 0  # requests being answered now
+        self.max_active = 0
         self._changed = threading.Condition()
         endpoint = self
 
@@ -42,6 +46,11 @@ class FakeEndpoint:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with endpoint._changed:
+                    endpoint.active += 1
+                    endpoint.max_active = max(endpoint.max_active, endpoint.active)
+                time.sleep(delay)
+                with endpoint._changed:
+                    endpoint.active -= 1
                     status = endpoint.statuses.pop(0) if endpoint.statuses else 200
                     endpoint.bodies.append(body)
                     endpoint.client_ports.append(self.client_address[1])
@@ -311,3 +320,21 @@ def test_notifier_gives_up_at_the_deadline(tmp_path: Path) -> None:
         await notifier.stop()
 
     asyncio.run(scenario())
+
+
+def test_notifier_bounds_concurrent_requests(tmp_path: Path) -> None:
+    endpoint = FakeEndpoint(delay=0.1)
+
+    async def scenario() -> None:
+        notifier = Notifier(tmp_path, TokenRemovals(), url=endpoint.url, workers=3)
+        await notifier.start()
+        notifier.notify("a@x.org", [f"t{i}" for i in range(12)])
+        await wait_until(lambda: not list(tmp_path.iterdir()))
+        await notifier.stop()
+
+    try:
+        asyncio.run(scenario())
+        assert len(endpoint.bodies) == 12
+        assert endpoint.max_active == 3
+    finally:
+        endpoint.close()

@@ -322,11 +322,14 @@ async def serve(
     handler = MetadataDict(store, notifier, config.iroh_relay)
 
     remove_stale_socket(socket_path)
-    server = await asyncio.start_unix_server(
-        lambda r, w: serve_connection(handler, r, w),
-        path=os.fspath(socket_path),
-        limit=dictproto.MAX_LINE_LENGTH,
-    )
+    try:
+        server = await asyncio.start_unix_server(
+            lambda r, w: serve_connection(handler, r, w),
+            path=os.fspath(socket_path),
+            limit=dictproto.MAX_LINE_LENGTH,
+        )
+    except OSError as e:
+        raise OSError(e.errno, f"cannot listen on {socket_path}: {e.strerror}") from e
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
