@@ -237,6 +237,24 @@ def test_notifier_removes_gone_tokens(tmp_path: Path, endpoint: FakeEndpoint) ->
     assert endpoint.bodies == [b"old"]
 
 
+def test_notifier_finishes_a_gone_token_of_a_deleted_mailbox(
+    tmp_path: Path, endpoint: FakeEndpoint
+) -> None:
+    endpoint.statuses = [410]
+
+    def mailbox_deleted(addr: str, token: str) -> None:
+        raise ValueError(f"{addr} has no mailbox")
+
+    async def scenario() -> None:
+        notifier = Notifier(tmp_path, mailbox_deleted, url=endpoint.url)
+        await notifier.start()
+        notifier.notify("a@x.org", ["old"])
+        await wait_until(lambda: not list(tmp_path.iterdir()))
+        await notifier.stop()
+
+    asyncio.run(scenario())
+
+
 def test_notifier_retries_with_backoff_until_delivered(
     tmp_path: Path, endpoint: FakeEndpoint
 ) -> None:

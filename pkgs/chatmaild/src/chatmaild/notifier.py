@@ -317,6 +317,6 @@ class Notifier:
             )
             try:
                 self._remove_token(notification.addr, notification.token)
-            except OSError as e:
+            except (OSError, ValueError) as e:  # ValueError: the mailbox is gone meanwhile
                 log.error("could not remove the token of %s: %s", notification.addr, e)
         self._queue.remove(notification)
