@@ -221,3 +221,22 @@ def test_real_clock_is_the_default(
     os.utime(msg, (mtime, mtime))
     assert main([str(example_config.inipath), "--remove"]) == 0
     assert not msg.exists()
+
+
+def test_a_failing_mailbox_does_not_stop_the_others(
+    example_config: Config, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = example_config.mailboxes_dir
+    stuck = write(base / "aaaaaaaa1@chat.example.org" / "cur" / "old", 21)
+    old = write(base / "bbbbbbbb1@chat.example.org" / "cur" / "old", 21)
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path == stuck:
+            raise PermissionError(13, "Permission denied", str(path))
+        real_unlink(path, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    assert main([str(example_config.inipath), "--remove"], clock=lambda: NOW) == 1
+    assert stuck.exists() and not old.exists()
+    assert f"cannot expire {stuck.parent.parent}" in capsys.readouterr().err

@@ -253,10 +253,15 @@ def main(argv: list[str] | None = None, clock: Callable[[], float] = time.time) 
     if not config.mailboxes_dir.is_dir():
         print(f"no mailboxes found at: {config.mailboxes_dir}", file=sys.stderr)
     expiry.remove_leftovers(config.mailboxes_dir)
+    failed = False
     for mailbox in mailbox_dirs(config.mailboxes_dir)[: args.maxnum]:
-        expiry.expire_mailbox(mailbox)
+        try:
+            expiry.expire_mailbox(mailbox)
+        except OSError as e:  # one broken mailbox must not keep the others from expiring
+            print(f"cannot expire {mailbox}: {e}", file=sys.stderr)
+            failed = True
     print(expiry.summary(time.monotonic() - start))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
