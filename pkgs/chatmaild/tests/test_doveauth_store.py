@@ -110,8 +110,9 @@ def test_symlinked_mailboxes_dir_is_followed(make_config, tmp_path):
     link = tmp_path / "link"
     link.symlink_to(real)
     store = AccountStore(make_config(mailboxes_dir=link))
-    create(store)
-    assert (real / ADDR / "password").exists()
+    stored = create(store)
+    assert (real / ADDR / "password").read_text() == stored
+    assert store.lookup(ADDR).password_hash == stored
 
 
 def test_record_login_sets_day(store):
@@ -131,3 +132,13 @@ def test_addresses(store):
     (store.config.mailboxes_dir / "not-an-account").mkdir()
     (store.config.mailboxes_dir / "stray@chat.example.org").write_text("")
     assert sorted(store.addresses()) == [f"abcdefgh{i}@chat.example.org" for i in range(3)]
+
+
+def test_lookup_ignores_symlinked_maildir(store, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "password").write_text(hash_password("planted123"))
+    store.config.mailboxes_dir.mkdir(parents=True)
+    (store.config.mailboxes_dir / ADDR).symlink_to(elsewhere)
+    assert store.lookup(ADDR) is None
+    assert store.addresses() == []

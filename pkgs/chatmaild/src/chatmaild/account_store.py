@@ -84,6 +84,12 @@ class AccountStore:
         except InvalidAddress:
             return None
 
+    def _really_inside(self, mailbox: Mailbox) -> bool:
+        """Whether the maildir, symlinks resolved, is directly inside mailboxes_dir (a planted
+        symlink must not make doveauth serve a password file from elsewhere)."""
+        base = os.path.realpath(self.config.mailboxes_dir)
+        return os.path.dirname(os.path.realpath(mailbox.maildir)) == base
+
     def lookup(self, addr: str) -> Account | None:
         """The stored account for ``addr``, or None if it does not exist or is not valid."""
         cached = self._cache.get(addr)
@@ -98,7 +104,7 @@ class AccountStore:
             if st.st_ino == ino and st.st_mtime_ns == mtime_ns:
                 return account
         mailbox = self.mailbox(addr)
-        if mailbox is None:
+        if mailbox is None or not self._really_inside(mailbox):
             return None
         password_path = str(mailbox.password_path)
         try:
@@ -186,6 +192,6 @@ class AccountStore:
         """All account addresses (directories with a valid address as name). Blocking."""
         try:
             with os.scandir(self.config.mailboxes_dir) as entries:
-                return [e.name for e in entries if self.mailbox(e.name) is not None and e.is_dir()]
+                return [e.name for e in entries if self.mailbox(e.name) is not None and e.is_dir(follow_symlinks=False)]
         except FileNotFoundError:
             return []
