@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import chatmaild.doveauth
 from chatmaild.dictproto import passdb_key, request_line
 from chatmaild.doveauth import AuthService, _CloseConnection
 
@@ -57,3 +60,36 @@ def test_any_passdb_lookup_answers_or_creates_inside(service, example_config, us
     if base.exists():
         for path in base.parent.rglob("*"):
             assert path == base or base in path.parents
+
+
+def test_creation_does_not_block_other_lookups(service, monkeypatch):
+    """Hashing and writing run in the thread pool: while a creation is slow, lookups of
+    existing accounts are still answered at once, and racing creators share one creation."""
+    existing = "abcdefghi@chat.example.org"
+    new = "newaccoun@chat.example.org"
+    assert handle(service, request_line("L", passdb_key(existing, "secret1234"), existing)[:-1], {}).startswith(b"O")
+    release = threading.Event()
+    hashed = []
+
+    def slow_hash(password: str) -> str:
+        hashed.append(password)
+        assert release.wait(10)
+        return "{SHA512-CRYPT}$6$salt$hash"
+
+    monkeypatch.setattr(chatmaild.doveauth, "hash_password", slow_hash)
+
+    async def scenario():
+        lookup = request_line("L", passdb_key(new, "secret1234"), new)[:-1]
+        creations = [asyncio.create_task(service.handle_request(lookup, {})) for _ in range(5)]
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        reply = await service.handle_request(request_line("L", f"shared/userdb/{existing}", existing)[:-1], {})
+        elapsed = time.monotonic() - started
+        assert reply.startswith(b"O{") and elapsed < 0.05
+        assert not any(c.done() for c in creations)
+        release.set()
+        return await asyncio.gather(*creations)
+
+    replies = asyncio.run(scenario())
+    assert len(set(replies)) == 1 and b"$6$salt$hash" in replies[0]
+    assert hashed == ["secret1234"]
