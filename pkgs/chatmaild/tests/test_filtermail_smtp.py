@@ -17,7 +17,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from chatmaild import testmail
-from chatmaild.filtermail import Reinjector, ReinjectError
+from chatmaild.filtermail import FilterSMTP, Reinjector, ReinjectError
 
 DOMAIN = "chat.example.org"
 PASSTHROUGH_SENDER = f"passthrough@{DOMAIN}"
@@ -490,3 +490,85 @@ def test_reinjector_silent_server_times_out(monkeypatch: pytest.MonkeyPatch):
             reinject(server.getsockname()[1], "a@x.org", ["b@y.org"], b"x\r\n", body_8bit=False)
         assert time.monotonic() - started < 5
     assert excinfo.value.reply.startswith("451 ")
+
+
+# --- reading DATA in blocks (FilterSMTP.smtp_DATA)
+
+
+class RecordingHandler:
+    def __init__(self) -> None:
+        self.contents: list[bytes] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.contents.append(envelope.original_content)
+        return "250 OK"
+
+
+class FilterController(Controller):
+    def factory(self):
+        return FilterSMTP(self.handler, **self.SMTP_kwargs)
+
+
+@pytest.fixture
+def data_server() -> Iterator[tuple[int, RecordingHandler]]:
+    handler = RecordingHandler()
+    controller = FilterController(
+        handler, hostname="127.0.0.1", port=free_port(), server_hostname="filter", data_size_limit=200_000
+    )
+    controller.start()
+    yield controller.port, handler
+    controller.stop()
+
+
+def send_data_in_pieces(port: int, pieces: list[bytes]) -> list[bytes]:
+    """Run one transaction whose DATA payload arrives in the given TCP writes; return reply lines."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = s.makefile("rb")
+        reader.readline()
+        for command in (b"EHLO c.test\r\n", b"MAIL FROM:<a@b.org>\r\n", b"RCPT TO:<c@d.org>\r\n", b"DATA\r\n"):
+            s.sendall(command)
+            while (line := reader.readline())[3:4] == b"-":
+                pass
+        for piece in pieces:
+            s.sendall(piece)
+            time.sleep(0.005)
+        reply = reader.readline()
+        s.sendall(b"QUIT\r\n")
+        return [reply, reader.readline()]
+
+
+@pytest.mark.parametrize(
+    ("wire", "content"),
+    [
+        ([b".\r\n"], b""),
+        ([b"a\r\n.\r\n"], b"a\r\n"),
+        ([b"Hello.\r\nBye.\r\n.\r\n"], b"Hello.\r\nBye.\r\n"),
+        ([b"..\r\n...x\r\n.y\r\n.\r\n"], b".\r\n..x\r\ny\r\n"),
+        ([b"a\r\n", b".", b"\r", b"\n"], b"a\r\n"),
+        ([b"a\r", b"\n.\r\n"], b"a\r\n"),
+        ([b"a.\r", b"\n.\r\nQ"], b"a.\r\n"),  # bytes after the end stay for the next command
+        ([b"x" * 150_000 + b"\r\n.\r\n"], b"x" * 150_000 + b"\r\n"),
+        ([b"a\r\n" + b"y." * 40_000 + b"\r\n.", b"\r\n"], b"a\r\n" + b"y." * 40_000 + b"\r\n"),
+        ([b"bare\nlf\n.\nstill\r\n.\r\n"], b"bare\nlf\n.\nstill\r\n"),
+    ],
+    ids=["empty", "one-line", "dot-line-ends", "stuffed", "split-end", "split-crlf", "pipelined-rest",
+         "long-line", "long-dots", "bare-lf"],
+)
+def test_data_is_read_exactly(data_server, wire: list[bytes], content: bytes):
+    port, handler = data_server
+    replies = send_data_in_pieces(port, wire)
+    if wire[-1].endswith(b"Q"):
+        assert replies[0].startswith(b"250")
+        assert replies[1].startswith(b"500")  # "QQUIT" is not a command
+    else:
+        assert replies == [b"250 OK\r\n", b"221 Bye\r\n"]
+    assert handler.contents == [content]
+
+
+def test_data_over_the_size_limit(data_server):
+    port, handler = data_server
+    replies = send_data_in_pieces(port, [(b"z" * 100 + b"\r\n") * 3000, b".\r\n"])
+    assert replies == [b"552 Error: Too much mail data\r\n", b"221 Bye\r\n"]
+    assert send_data_in_pieces(port, [b"z" * 100 + b"\r\n.\r\n"])[0] == b"250 OK\r\n"
+    assert handler.contents == [b"z" * 100 + b"\r\n"]

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from . import encryption
 from .accounts import InvalidAddress, get_mailbox
@@ -296,20 +296,82 @@ def _temporary(code: int, text: str) -> str:
 
 
 class FilterSMTP(SMTP):
-    """aiosmtpd's server, tolerant of MAIL/RCPT parameters it does not implement.
+    """aiosmtpd's server with two changes for a before-queue filter.
 
-    Postfix passes on what its clients sent (e.g. ``NOTIFY=``/``ORCPT=`` from other servers);
-    aiosmtpd would answer 555. SIZE, BODY and SMTPUTF8 keep aiosmtpd's handling (SIZE over
-    max_message_size is refused with 552 right at MAIL).
+    - MAIL/RCPT parameters it does not implement are ignored: Postfix passes on what its clients
+      sent (e.g. ``NOTIFY=``/``ORCPT=`` from other servers), where aiosmtpd would answer 555.
+      SIZE, BODY and SMTPUTF8 keep aiosmtpd's handling (SIZE over the limit: 552 at MAIL).
+    - DATA is read in blocks of up to ``line_length_limit`` bytes instead of line by line (which
+      costs about 25 ms per MB); lines longer than 1000 bytes are passed on, not refused.
     """
 
     _KNOWN_PARAMS = frozenset({"SIZE", "BODY", "SMTPUTF8"})
+    # aiosmtpd sizes its stream reader with this; we search DATA for its end in blocks this large.
+    # Command lines stay limited by command_size_limit.
+    line_length_limit = 1 << 16
 
     def _getparams(self, params: Sequence[str]) -> dict[str, str | bool] | None:
         parsed = super()._getparams(params)
         if parsed is None:
             return None
         return {key: value for key, value in parsed.items() if key in self._KNOWN_PARAMS}
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str | None) -> None:
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            content = await self._read_data()
+        except asyncio.IncompleteReadError:
+            return  # the client hung up; the connection is being closed
+        if content is None:
+            self._set_post_data_state()
+            await self.push("552 Error: Too much mail data")
+            return
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_data(self) -> bytes | None:
+        """The mail up to the line holding a lone ".", dot-unstuffed (RFC 5321 section 4.5.2);
+        None if it was larger than data_size_limit (then it is read and discarded)."""
+        limit = self.data_size_limit
+        pieces: list[bytes] = []
+        size = 0
+        tail = b"\r\n"  # the last two bytes before the next block; DATA's own line end at first
+        while True:
+            try:
+                block = await self._reader.readuntil(b".\r\n")
+                dot = len(block) - 3
+                before_dot = block[dot - 2 : dot] if dot >= 2 else (tail + block[:dot])[-2:]
+                is_end = before_dot == b"\r\n"
+            except asyncio.LimitOverrunError as e:
+                block = await self._reader.readexactly(e.consumed)
+                is_end = False
+            piece = block[:dot] if is_end else block
+            size += len(piece)
+            if limit and size > limit:
+                pieces.clear()
+            else:
+                pieces.append(piece)
+            if is_end:
+                break
+            tail = (tail + piece)[-2:] if len(piece) < 2 else piece[-2:]
+        if limit and size > limit:
+            return None
+        content = b"".join(pieces).replace(b"\r\n.", b"\r\n")
+        return content[1:] if content.startswith(b".") else content
 
 
 class FilterHandler:
@@ -427,3 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     asyncio.run(serve(config, args[1]))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
