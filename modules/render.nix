@@ -67,8 +67,8 @@
 #   mainCf, masterCf  the same as file text (lists joined with ", ", bools yes/no).
 #   dovecot       dovecot.conf (2.3) as a settings tree in the shape of nixpkgs'
 #                 `services.dovecot2.settings`: "name" = value; a section is an attrset under
-#                 the key "type name" (e.g. "service imap"); lists of strings are written
-#                 space-separated, bools yes/no.
+#                 the key "type name" (e.g. "service imap"); lists of strings (top level only,
+#                 as nixpkgs' type allows) are written space-separated, bools yes/no.
 #   dovecotConf   the same as dovecot.conf text (keys in sorted order, as nixpkgs writes them).
 #   dovecotAuthDictConf  text of the dict passdb/userdb config (to install at
 #                 paths.dovecotAuthDictConf): proxy to doveauth, keys passdb/… and userdb/….
@@ -590,10 +590,7 @@ let
     mail_location = "maildir:${paths.mailboxesDir}/%u";
     # Index and cache files are of little use to a relay; keep them small.
     mail_cache_max_size = "500K";
-    mail_plugins = [
-      "zlib"
-      "quota"
-    ];
+    mail_plugins = "zlib quota";
 
     passdb = {
       driver = "dict";
@@ -614,11 +611,13 @@ let
 
     "protocol imap" =
       {
-        mail_plugins = [
-          "$mail_plugins"
-          "imap_quota"
-        ]
-        ++ (if settings.imap_compress then [ "imap_zlib" ] else [ ]);
+        mail_plugins = concatStringsSep " " (
+          [
+            "$mail_plugins"
+            "imap_quota"
+          ]
+          ++ (if settings.imap_compress then [ "imap_zlib" ] else [ ])
+        );
       }
       // (
         if settings.imap_rawlog then

@@ -271,7 +271,7 @@ def test_doveconf_catches_unknown_setting(tmp_path, tls_files):
 @pytest.mark.parametrize("settings", [{}, CHANGED_SETTINGS], ids=["defaults", "changed"])
 def test_dovecot_plugins_exist_in_debian(tmp_path, settings):
     dovecot = render({"domain": DOMAIN, "settings": settings}, tmp_path)["dovecot"]
-    plugins = dovecot["mail_plugins"] + dovecot["protocol imap"]["mail_plugins"]
+    plugins = (dovecot["mail_plugins"] + " " + dovecot["protocol imap"]["mail_plugins"]).split()
     for plugin in (p for p in plugins if p != "$mail_plugins"):
         assert glob.glob(f"/usr/lib/dovecot/modules/lib*_{plugin}_plugin.so"), plugin
 

@@ -1,0 +1,254 @@
+# services.chatmail: a chatmail relay (Delta Chat) from Postfix, Dovecot and chatmaild.
+#
+# This file holds the options and renders the configuration once (./render.nix, shared with
+# the local test harness); the other files apply it, one concern each.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  inherit (lib) mkOption types;
+
+  cfg = config.services.chatmail;
+  render = import ./render.nix;
+  defaults = (render { }).defaults;
+
+  # One typed option per chatmail.ini key; defaults come from render.nix.
+  setting = type: description: { inherit type description; };
+  knownSettings = {
+    max_user_send_per_minute = setting types.ints.positive "How many messages one address may send per minute; filtermail answers `450 4.7.1` beyond that.";
+    max_user_send_burst_size = setting types.ints.positive "How many messages one address may send in a burst before the per-minute rate applies.";
+    max_mailbox_size = setting (types.strMatching "[0-9]+[KMGT]?") "Storage quota of one address (Dovecot quota rule), e.g. `500M`.";
+    max_message_size = setting types.ints.positive "Largest accepted message in bytes (Postfix `message_size_limit`, Dovecot `quota_max_mail_size`).";
+    delete_mails_after = setting types.ints.positive "Days after which messages are deleted from mailboxes.";
+    delete_large_after = setting types.ints.positive "Days after which large messages (over 200 kB) are deleted.";
+    delete_inactive_users_after = setting types.ints.positive "Days without a login after which an address and its messages are deleted.";
+    username_min_length = setting types.ints.positive "Shortest local part accepted for a new address.";
+    username_max_length = setting types.ints.positive "Longest local part accepted for a new address.";
+    password_min_length = setting types.ints.positive "Shortest password accepted for a new address.";
+    passthrough_senders = setting (types.listOf types.str) "Addresses of this relay that may send unencrypted mail.";
+    passthrough_recipients = setting (types.listOf types.str) "Recipients to whom this relay's users may send unencrypted mail; an entry starting with `@` allows a whole domain.";
+    filtermail_smtp_port = setting types.port "Loopback port of filtermail for outgoing mail (from submission).";
+    postfix_reinject_port = setting types.port "Loopback port on which Postfix takes outgoing mail back from filtermail.";
+    filtermail_smtp_port_incoming = setting types.port "Loopback port of filtermail for incoming mail (from port 25).";
+    postfix_reinject_port_incoming = setting types.port "Loopback port on which Postfix takes incoming mail back from filtermail.";
+    disable_ipv6 = setting types.bool "Whether Postfix and Dovecot listen on IPv4 only.";
+    acme_email = setting types.str "Contact address given to the ACME CA when {option}`services.chatmail.tls.mode` is `\"acme\"` (empty: `security.acme.defaults.email`).";
+    imap_rawlog = setting types.bool "Whether Dovecot writes each IMAP session to `.in`/`.out` files in the maildir (debugging only; nothing removes them).";
+    imap_compress = setting types.bool "Whether IMAP COMPRESS is offered; it rules out hibernating idle IMAP clients, so it costs memory.";
+    privacy_postal = setting types.lines "Postal address of the privacy contact (for the privacy policy).";
+    privacy_mail = setting types.str "E-mail address of the privacy contact.";
+    privacy_pdo = setting types.lines "Postal address of the data protection officer.";
+    privacy_supervisor = setting types.lines "Postal address of the privacy supervisory authority.";
+  };
+
+  # Keys that render.nix takes from other options, never from settings.
+  derivedSettings = {
+    mail_domain = "services.chatmail.domain";
+    mailboxes_dir = "services.chatmail.mailboxesDir";
+  };
+
+  tlsFiles =
+    {
+      acme =
+        let
+          directory = config.security.acme.certs.${cfg.domain}.directory;
+        in
+        {
+          cert = "${directory}/fullchain.pem";
+          key = "${directory}/key.pem";
+        };
+      selfSigned = {
+        cert = "/var/lib/chatmail-tls/cert.pem";
+        key = "/var/lib/chatmail-tls/key.pem";
+      };
+      # toString keeps a path a path (no copy of the key into the world-readable store).
+      manual = {
+        cert = toString cfg.tls.certificateFile;
+        key = toString cfg.tls.keyFile;
+      };
+    }
+    .${cfg.tls.mode};
+
+  params = {
+    inherit (cfg) domain;
+    settings = removeAttrs cfg.settings (lib.attrNames derivedSettings);
+    paths = {
+      configFile = "/etc/chatmail/chatmail.ini";
+      mailboxesDir = cfg.mailboxesDir;
+      doveauthSocket = "/run/doveauth/doveauth.socket";
+      dovecotAuthDictConf = "/etc/dovecot/chatmail-auth-dict.conf";
+      tlsCert = tlsFiles.cert;
+      tlsKey = tlsFiles.key;
+      caFile = config.security.pki.caBundle;
+      # nixpkgs' Postfix module keeps its queue here (not configurable there).
+      postfixQueueDir = "/var/lib/postfix/queue";
+      postfixUser = config.services.postfix.user;
+      postfixGroup = config.services.postfix.group;
+      vmailUser = "vmail";
+      vmailGroup = "vmail";
+      binDir = "${cfg.package}/bin";
+    };
+    postfixMain = cfg.postfix.main;
+    postfixMaster = cfg.postfix.master;
+    dovecot = cfg.dovecot;
+  };
+
+  escapeHatch =
+    what: example:
+    mkOption {
+      type = types.attrsOf types.anything;
+      default = { };
+      inherit example;
+      description = ''
+        Merged over the rendered ${what}: attribute sets merge key by key, other values replace,
+        `null` removes a key. Prefer this to setting the same keys on the service's own module,
+        which this module sets with ordinary (or, for master.cf entries, forced) priority.
+      '';
+    };
+in
+{
+  imports = [
+    ./postfix.nix
+    ./dovecot.nix
+    ./chatmaild.nix
+    ./tls.nix
+    ./firewall.nix
+  ];
+
+  options.services.chatmail = {
+    enable = lib.mkEnableOption "the chatmail relay (Postfix, Dovecot and chatmaild for Delta Chat)";
+
+    domain = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "chat.example.org";
+      description = ''
+        The mail domain; required. Addresses are `<name>@<domain>`, and the relay's host name
+        (MX target, TLS certificate name, Postfix `myhostname`) is the same name.
+        A lower-case DNS name of at least two labels; labels may start with `_`.
+      '';
+    };
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.chatmaild or (pkgs.callPackage ../pkgs/chatmaild { });
+      defaultText = lib.literalExpression "pkgs.chatmaild (this flake's overlay), else built from pkgs/chatmaild";
+      description = "The chatmaild package providing `doveauth` and `filtermail`.";
+    };
+
+    settings = mkOption {
+      type = types.submodule {
+        freeformType = types.attrsOf (
+          types.oneOf [
+            types.bool
+            types.int
+            types.str
+            (types.listOf types.str)
+          ]
+        );
+        options = lib.mapAttrs (
+          key: spec:
+          mkOption {
+            inherit (spec) type description;
+            default = defaults.${key};
+          }
+        ) knownSettings;
+      };
+      default = { };
+      example = {
+        max_user_send_per_minute = 120;
+        passthrough_recipients = [ "@example.org" ];
+      };
+      description = ''
+        Values of `chatmail.ini` (section `[params]`, read by chatmaild), named as in upstream
+        chatmail relay. Keys without an option here are written to the file as given.
+      '';
+    };
+
+    mailboxesDir = mkOption {
+      type = types.str;
+      default = "/var/lib/vmail/mail/${cfg.domain}";
+      defaultText = lib.literalExpression ''"/var/lib/vmail/mail/''${config.services.chatmail.domain}"'';
+      description = "Directory of the maildirs, one per address (the ini's `mailboxes_dir`).";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Whether to open the relay's ports: SMTP 25, submission 587 and 465, IMAP 143 and 993,
+        and HTTP 80 for ACME challenges when {option}`services.chatmail.tls.mode` is `"acme"`.
+      '';
+    };
+
+    tls = {
+      mode = mkOption {
+        type = types.enum [
+          "acme"
+          "selfSigned"
+          "manual"
+        ];
+        default = "acme";
+        description = ''
+          Where the TLS certificate for the domain comes from:
+          `"acme"`: `security.acme` (HTTP-01 on port 80; set `security.acme.acceptTerms`);
+          `"selfSigned"`: generated once into `/var/lib/chatmail-tls` (tests, private relays);
+          `"manual"`: the files named by `certificateFile` and `keyFile`.
+        '';
+      };
+      certificateFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/var/lib/secrets/chat.example.org/fullchain.pem";
+        description = "PEM certificate chain for `tls.mode = \"manual\"`.";
+      };
+      keyFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/var/lib/secrets/chat.example.org/key.pem";
+        description = "PEM private key for `tls.mode = \"manual\"` (read by root only; keep it out of the Nix store).";
+      };
+    };
+
+    postfix = {
+      main = escapeHatch "Postfix main.cf settings" { smtpd_peername_lookup = null; };
+      master = escapeHatch "Postfix master.cf services (entries as in {option}`services.postfix.settings.master`)" {
+        submission.maxproc = 1000;
+      };
+    };
+
+    dovecot = escapeHatch "Dovecot settings (as in {option}`services.dovecot2.settings`)" {
+      "service imap-login".process_min_avail = 2;
+    };
+
+    rendered = mkOption {
+      type = types.raw;
+      internal = true;
+      readOnly = true;
+      default = render params;
+      description = "The output of render.nix for this configuration (read by the other files).";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions =
+      [
+        {
+          assertion = cfg.domain != null;
+          message = ''services.chatmail.domain is not set; write e.g. services.chatmail.domain = "chat.example.org"; (the mail domain, also the relay's host name).'';
+        }
+      ]
+      ++ lib.mapAttrsToList (key: option: {
+        assertion = !(cfg.settings ? ${key});
+        message = "services.chatmail.settings.${key} is not used; set ${option} instead.";
+      }) derivedSettings
+      ++ map (problem: {
+        assertion = false;
+        message = "services.chatmail: ${problem}.";
+      }) (lib.optionals (cfg.domain != null) cfg.rendered.problems);
+  };
+}

@@ -1,0 +1,49 @@
+# chatmaild: doveauth, filtermail and the other daemons of the chatmail relay.
+{
+  lib,
+  python3Packages,
+}:
+
+let
+  # nixpkgs may or may not carry crypt-r (it could not be checked offline); build our own if not.
+  crypt-r = python3Packages.crypt-r or (python3Packages.callPackage ../crypt-r { });
+in
+python3Packages.buildPythonApplication {
+  pname = "chatmaild";
+  version = (lib.importTOML ./pyproject.toml).project.version;
+  pyproject = true;
+
+  src = lib.fileset.toSource {
+    root = ./.;
+    fileset = lib.fileset.unions [
+      ./pyproject.toml
+      ./src
+      ./tests
+    ];
+  };
+
+  build-system = [ python3Packages.setuptools ];
+
+  dependencies = [
+    python3Packages.aiosmtpd
+    python3Packages.filelock
+    crypt-r
+  ];
+
+  nativeCheckInputs = [
+    python3Packages.pytestCheckHook
+    python3Packages.hypothesis
+    python3Packages.imapclient
+  ];
+
+  pythonImportsCheck = [
+    "chatmaild.doveauth"
+    "chatmaild.filtermail"
+  ];
+
+  meta = {
+    description = "Daemons that turn Postfix and Dovecot into a chatmail relay for Delta Chat";
+    mainProgram = "doveauth";
+    platforms = lib.platforms.linux;
+  };
+}

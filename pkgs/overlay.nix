@@ -1,0 +1,4 @@
+# Adds this flake's packages to nixpkgs.
+final: prev: {
+  chatmaild = final.callPackage ./chatmaild { };
+}

@@ -1,0 +1,139 @@
+# The NixOS options that modules/ sets, declared with the types nixpkgs gives them (only as
+# far as merging and checking values depend on them).
+{ lib, ... }:
+
+let
+  inherit (lib) mkOption types;
+  listOfStr = mkOption {
+    type = types.listOf types.str;
+    default = [ ];
+  };
+  freeform =
+    options:
+    types.submodule {
+      freeformType = types.attrsOf types.anything;
+      inherit options;
+    };
+  unitOption = types.oneOf [
+    types.bool
+    types.int
+    types.str
+    (types.listOf types.str)
+  ];
+in
+{
+  options = {
+    assertions = mkOption {
+      type = types.listOf types.unspecified;
+      default = [ ];
+    };
+    warnings = listOfStr;
+
+    systemd.services = mkOption {
+      default = { };
+      type = types.attrsOf (freeform {
+        description = mkOption {
+          type = types.str;
+          default = "";
+        };
+        wantedBy = listOfStr;
+        requiredBy = listOfStr;
+        after = listOfStr;
+        before = listOfStr;
+        wants = listOfStr;
+        requires = listOfStr;
+        restartTriggers = mkOption {
+          type = types.listOf types.unspecified;
+          default = [ ];
+        };
+        script = mkOption {
+          type = types.lines;
+          default = "";
+        };
+        serviceConfig = mkOption {
+          type = types.attrsOf unitOption;
+          default = { };
+        };
+      });
+    };
+    systemd.tmpfiles.rules = listOfStr;
+
+    users.users = mkOption {
+      default = { };
+      type = types.attrsOf (freeform {
+        isSystemUser = mkOption {
+          type = types.bool;
+          default = false;
+        };
+        group = mkOption {
+          type = types.str;
+          default = "";
+        };
+        extraGroups = listOfStr;
+      });
+    };
+    users.groups = mkOption {
+      default = { };
+      type = types.attrsOf (freeform { members = listOfStr; });
+    };
+
+    environment.etc = mkOption {
+      default = { };
+      type = types.attrsOf (freeform {
+        text = mkOption {
+          type = types.nullOr types.lines;
+          default = null;
+        };
+      });
+    };
+    environment.systemPackages = mkOption {
+      type = types.listOf types.package;
+      default = [ ];
+    };
+
+    networking.firewall.allowedTCPPorts = mkOption {
+      type = types.listOf types.port;
+      default = [ ];
+    };
+    networking.hosts = mkOption {
+      type = types.attrsOf (types.listOf types.str);
+      default = { };
+    };
+
+    security.pki.caBundle = mkOption {
+      type = types.path;
+      default = "/etc/ssl/certs/ca-certificates.crt";
+    };
+    security.pki.certificateFiles = mkOption {
+      type = types.listOf types.path;
+      default = [ ];
+    };
+    security.acme.certs = mkOption {
+      default = { };
+      type = types.attrsOf (
+        types.submodule (
+          { name, ... }:
+          {
+            freeformType = types.attrsOf types.anything;
+            options = {
+              directory = mkOption {
+                type = types.str;
+                readOnly = true;
+                default = "/var/lib/acme/${name}";
+              };
+              email = mkOption {
+                type = types.nullOr types.str;
+                default = null;
+              };
+              listenHTTP = mkOption {
+                type = types.nullOr types.str;
+                default = null;
+              };
+              reloadServices = listOfStr;
+            };
+          }
+        )
+      );
+    };
+  };
+}

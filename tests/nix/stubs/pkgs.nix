@@ -1,0 +1,17 @@
+# Stand-ins for the packages modules/ uses: derivation-shaped attrsets with fake store paths.
+let
+  package = name: version: {
+    type = "derivation";
+    inherit name version;
+    pname = name;
+    outPath = "/nix/store/00000000000000000000000000000000-${name}-${version}";
+    meta.mainProgram = name;
+  };
+in
+{
+  chatmaild = package "chatmaild" "0.1.0";
+  dovecot = package "dovecot" "2.4.5";
+  dovecot_2_3 = package "dovecot" "2.3.21.1";
+  openssl = package "openssl" "3.5.0";
+  postfix = package "postfix" "3.10.5";
+}

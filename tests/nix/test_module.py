@@ -1,0 +1,281 @@
+"""The NixOS module (modules/), evaluated with nixpkgs' module system against ./stubs.
+
+Needs nixpkgs' lib (never copied into this repository): NIXPKGS_LIB=/path/to/nixpkgs/lib.
+Without it every test here is reported as skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nix_tools import REPO, NixError, eval_json
+
+NIXPKGS_LIB = os.environ.get("NIXPKGS_LIB")
+if not NIXPKGS_LIB:
+    print("tests/nix/test_module.py: NIXPKGS_LIB is not set; module evaluation skipped")
+    pytest.skip("NIXPKGS_LIB (nixpkgs' lib directory) is not set", allow_module_level=True)
+
+EVAL_MODULE = REPO / "tests" / "nix" / "eval-module.nix"
+DOMAIN = "chat.example.org"
+TOOL_TIMEOUT = 60
+
+
+def evaluate(chatmail: dict[str, Any], tmp_path: Path, attr: str = "summary",
+             **other: Any) -> Any:
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps({"services": {"chatmail": chatmail}, **other}))
+    return eval_json(
+        f"(import {EVAL_MODULE} {{ nixpkgsLib = {NIXPKGS_LIB}; configFile = {config_file}; }})"
+        f".{attr}"
+    )
+
+
+def relay(**extra: Any) -> dict[str, Any]:
+    return {"enable": True, "domain": DOMAIN, "tls": {"mode": "selfSigned"}, **extra}
+
+
+def failed_assertions(chatmail: dict[str, Any], tmp_path: Path) -> list[str]:
+    return evaluate(chatmail, tmp_path, "failedAssertions")
+
+
+@pytest.fixture
+def summary(tmp_path: Path) -> dict[str, Any]:
+    return evaluate(relay(openFirewall=True), tmp_path)
+
+
+def master_args(entry: dict[str, Any]) -> dict[str, str]:
+    args = entry.get("args", [])
+    return dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "-o")
+
+
+# --- a default relay ----------------------------------------------------------------------------
+
+
+def test_default_relay_has_no_failed_assertions(tmp_path):
+    assert failed_assertions(relay(), tmp_path) == []
+
+
+def test_postfix_gets_the_rendered_config(summary):
+    postfix = summary["postfix"]
+    assert postfix["enable"] is True
+    main = postfix["main"]
+    assert main["myhostname"] == main["virtual_mailbox_domains"] == DOMAIN
+    assert main["compatibility_level"] == "3.6"  # over nixpkgs' mkDefault
+    assert main["smtpd_tls_chain_files"] == ["/var/lib/chatmail-tls/key.pem",
+                                             "/var/lib/chatmail-tls/cert.pem"]
+    assert main["smtp_tls_CAfile"] == "/etc/ssl/certs/ca-certificates.crt"
+    master = postfix["master"]
+    assert master_args(master["smtp_inet"])["smtpd_proxy_filter"] == "127.0.0.1:10081"
+    assert master_args(master["submission"])["smtpd_proxy_filter"] == "127.0.0.1:10080"
+    assert master_args(master["submissions"])["smtpd_tls_wrappermode"] == "yes"
+    # nixpkgs' own relay entry is replaced, not appended to: its args appear once.
+    assert master["relay"]["args"] == ["-o", "smtp_fallback_relay="]
+    assert master["reinject"]["name"] == "127.0.0.1:10025"
+
+
+def test_postfix_accepts_config_as_nixpkgs_writes_it(summary, tmp_path):
+    conf = tmp_path / "postfix"
+    conf.mkdir()
+    (conf / "main.cf").write_text(summary["postfix"]["mainCf"] + "\n")
+    (conf / "master.cf").write_text(summary["postfix"]["masterCf"] + "\n")
+    for args in (["-n"], ["-M"]):
+        proc = subprocess.run(["postconf", "-c", str(conf), *args], capture_output=True,
+                              text=True, timeout=TOOL_TIMEOUT)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_dovecot_gets_23_and_the_rendered_settings(summary):
+    dovecot = summary["dovecot"]
+    assert dovecot["enable"] is True
+    assert dovecot["packageVersion"].startswith("2.3.")
+    assert dovecot["enablePAM"] is False and dovecot["createMailUser"] is False
+    settings = dovecot["settings"]
+    assert settings["mail_path"] is None  # nixpkgs' 2.4 default, unknown to 2.3
+    assert settings["mail_plugin_dir"].endswith("-dovecot-2.3.21.1/lib/dovecot/modules")
+    assert settings["passdb"] == {"driver": "dict",
+                                  "args": "/etc/dovecot/chatmail-auth-dict.conf"}
+    # nixpkgs' "service auth" { user = root } and ours merge.
+    assert settings["service auth"]["user"] == "root"
+    assert "unix_listener /var/lib/postfix/queue/private/auth" in settings["service auth"]
+    assert settings["ssl"] == "required" and settings["disable_plaintext_auth"] is True
+
+
+def test_dovecot_accepts_config_as_nixpkgs_writes_it(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", f"/CN={DOMAIN}",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=TOOL_TIMEOUT)
+    for settings in ({}, {"imap_compress": True, "imap_rawlog": True, "disable_ipv6": True}):
+        summary = evaluate(relay(
+            tls={"mode": "manual", "certificateFile": str(cert), "keyFile": str(key)},
+            settings=settings,
+            # This host's Dovecot: its plugins and users instead of the NixOS ones.
+            dovecot={"base_dir": str(tmp_path / "run"), "state_dir": str(tmp_path / "state"),
+                     "instance_name": "module-test", "mail_plugin_dir": "/usr/lib/dovecot/modules",
+                     "default_internal_user": "dovecot", "default_internal_group": "dovecot"},
+        ), tmp_path)
+        conf = tmp_path / "dovecot.conf"
+        conf.write_text(summary["dovecot"]["conf"] + "\n")
+        proc = subprocess.run(["doveconf", "-c", str(conf), "-n"], capture_output=True,
+                              text=True, timeout=TOOL_TIMEOUT)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        assert f"ssl_cert = <{cert}" in summary["dovecot"]["conf"]
+
+
+def test_daemons_run_hardened_from_the_package(summary):
+    services = summary["services"]
+    package_bin = "/nix/store/00000000000000000000000000000000-chatmaild-0.1.0/bin"
+    expected = {
+        "doveauth": f"{package_bin}/doveauth /run/doveauth/doveauth.socket /etc/chatmail/chatmail.ini",
+        "filtermail": f"{package_bin}/filtermail /etc/chatmail/chatmail.ini outgoing",
+        "filtermail-incoming": f"{package_bin}/filtermail /etc/chatmail/chatmail.ini incoming",
+    }
+    for name, exec_start in expected.items():
+        unit = services[name]["serviceConfig"]
+        assert unit["ExecStart"] == exec_start
+        assert unit["Restart"] == "always"
+        assert (unit["User"], unit["Group"]) == ("vmail", "vmail")
+        assert unit["ProtectSystem"] == "strict" and unit["ProtectHome"] is True
+        assert unit["NoNewPrivileges"] is True and unit["PrivateTmp"] is True
+        assert unit["CapabilityBoundingSet"] == ""
+        assert "@system-service" in unit["SystemCallFilter"]
+        assert "multi-user.target" in services[name]["wantedBy"]
+    doveauth = services["doveauth"]["serviceConfig"]
+    assert doveauth["ReadWritePaths"] == [f"/var/lib/vmail/mail/{DOMAIN}"]
+    assert doveauth["RuntimeDirectory"] == "doveauth"
+    assert doveauth["RestrictAddressFamilies"] == ["AF_UNIX"]
+    assert doveauth["PrivateNetwork"] is True
+    for name in ("filtermail", "filtermail-incoming"):
+        unit = services[name]["serviceConfig"]
+        assert "ReadWritePaths" not in unit
+        assert unit["IPAddressAllow"] == "localhost" and unit["IPAddressDeny"] == "any"
+
+
+def test_files_users_and_firewall(summary):
+    assert summary["etc"]["chatmail/chatmail.ini"].startswith("[params]\n")
+    assert f"mail_domain = {DOMAIN}\n" in summary["etc"]["chatmail/chatmail.ini"]
+    assert "uri = proxy:/run/doveauth/doveauth.socket:auth" in \
+        summary["etc"]["dovecot/chatmail-auth-dict.conf"]
+    assert summary["users"]["vmail"] == {"isSystemUser": True, "group": "vmail"}
+    assert "vmail" in summary["groups"]
+    assert f"d /var/lib/vmail/mail/{DOMAIN} 0700 vmail vmail -" in summary["rules"]
+    assert "d /var/lib/postfix/queue/private 0700 postfix - -" in summary["rules"]
+    assert sorted(summary["firewallPorts"]) == [25, 143, 465, 587, 993]
+
+
+def test_self_signed_certificate_unit(summary):
+    unit = summary["services"]["chatmail-tls-selfsigned"]
+    assert unit["before"] == ["postfix.service", "dovecot2.service"]
+    assert unit["requiredBy"] == ["postfix.service", "dovecot2.service"]
+    assert unit["serviceConfig"]["StateDirectory"] == "chatmail-tls"
+    assert f"subjectAltName=DNS:{DOMAIN}" in unit["script"]
+
+
+def test_firewall_closed_unless_asked(tmp_path):
+    assert evaluate(relay(), tmp_path)["firewallPorts"] == []
+
+
+def test_acme(tmp_path):
+    summary = evaluate(relay(tls={"mode": "acme"}, openFirewall=True,
+                             settings={"acme_email": "ops@example.org"}), tmp_path)
+    assert summary["acme"][DOMAIN] == {
+        "directory": f"/var/lib/acme/{DOMAIN}", "email": "ops@example.org",
+        "listenHTTP": ":80", "reloadServices": ["postfix.service", "dovecot2.service"]}
+    assert summary["postfix"]["main"]["smtpd_tls_chain_files"] == [
+        f"/var/lib/acme/{DOMAIN}/key.pem", f"/var/lib/acme/{DOMAIN}/fullchain.pem"]
+    assert 80 in summary["firewallPorts"]
+    assert "chatmail-tls-selfsigned" not in summary["services"]
+
+
+def test_settings_and_escape_hatches_reach_the_configs(tmp_path):
+    summary = evaluate(relay(
+        settings={"max_message_size": 1000, "filtermail_smtp_port": 20080, "www_folder": "/srv/www",
+                  "passthrough_recipients": ["@example.net"]},
+        mailboxesDir="/srv/mail",
+        postfix={"main": {"smtpd_peername_lookup": None, "smtp_host_lookup": "native"},
+                 "master": {"submission": {"maxproc": 7}}},
+        dovecot={"service imap-login": {"process_min_avail": 1}},
+    ), tmp_path)
+    main, master = summary["postfix"]["main"], summary["postfix"]["master"]
+    assert main["message_size_limit"] == 1000
+    assert "smtpd_peername_lookup" not in main and main["smtp_host_lookup"] == "native"
+    assert master["submission"]["maxproc"] == 7
+    assert master_args(master["submission"])["smtpd_proxy_filter"] == "127.0.0.1:20080"
+    assert summary["dovecot"]["settings"]["service imap-login"]["process_min_avail"] == 1
+    ini = summary["etc"]["chatmail/chatmail.ini"]
+    assert "www_folder = /srv/www\n" in ini  # freeform key
+    assert "passthrough_recipients = @example.net\n" in ini
+    assert "mailboxes_dir = /srv/mail\n" in ini
+    assert summary["services"]["doveauth"]["serviceConfig"]["ReadWritePaths"] == ["/srv/mail"]
+
+
+# --- assertions with their messages -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("chatmail", "message"), [
+    ({"enable": True, "tls": {"mode": "selfSigned"}},
+     'services.chatmail.domain is not set; write e.g. services.chatmail.domain = "chat.example.org";'),
+    (relay(domain="localhost"), 'domain "localhost" is not a DNS name'),
+    (relay(domain="Chat.Example.org"), "write e.g. \"chat.example.org\""),
+    (relay(settings={"username_min_length": 12}), "make username_max_length at least 12"),
+    (relay(settings={"filtermail_smtp_port": 10026}),
+     "settings.filtermail_smtp_port = 10026 collides with postfix_reinject_port_incoming"),
+    (relay(settings={"postfix_reinject_port": 587}), "collides with the submission listener"),
+    (relay(settings={"mailboxes_dir": "/srv/mail"}),
+     "services.chatmail.settings.mailboxes_dir is not used; set services.chatmail.mailboxesDir instead."),
+    (relay(settings={"mail_domain": "x.test"}), "set services.chatmail.domain instead."),
+    (relay(tls={"mode": "manual", "certificateFile": "/c.pem"}),
+     'tls.mode = "manual" needs both services.chatmail.tls.certificateFile and services.chatmail.tls.keyFile'),
+    (relay(tls={"mode": "selfSigned", "keyFile": "/k.pem"}),
+     'set services.chatmail.tls.mode = "manual"; or remove them'),
+])
+def test_bad_configurations_fail_with_a_message(tmp_path, chatmail, message):
+    failed = failed_assertions(chatmail, tmp_path)
+    assert any(message in m for m in failed), failed
+
+
+def test_disabled_module_sets_nothing(tmp_path):
+    summary = evaluate({"enable": False, "domain": "not a domain"}, tmp_path)
+    assert summary["postfix"]["enable"] is False and summary["dovecot"]["enable"] is False
+    assert summary["services"] == {} and summary["etc"] == {} and summary["rules"] == []
+
+
+def test_typed_settings_reject_wrong_values(tmp_path):
+    with pytest.raises(NixError, match="max_mailbox_size"):
+        evaluate(relay(settings={"max_mailbox_size": "lots"}), tmp_path)
+    with pytest.raises(NixError, match="filtermail_smtp_port"):
+        evaluate(relay(settings={"filtermail_smtp_port": 70000}), tmp_path)
+
+
+# --- option declarations ------------------------------------------------------------------------
+
+
+def test_every_ini_setting_has_a_documented_option(tmp_path):
+    options = {o["name"]: o for o in evaluate(relay(), tmp_path, "options")}
+    defaults = eval_json(f"(import {REPO / 'modules' / 'render.nix'} {{ }}).defaults")
+    for key, value in defaults.items():
+        option = options[f"services.chatmail.settings.{key}"]
+        assert option["description"], key
+        assert option["default"]["text"] == json_to_nix(value), key
+    for name in ("enable", "domain", "package", "openFirewall", "tls.mode", "tls.certificateFile",
+                 "tls.keyFile", "mailboxesDir", "postfix.main", "postfix.master", "dovecot"):
+        assert options[f"services.chatmail.{name}"]["description"], name
+    assert options["services.chatmail.rendered"]["internal"]
+
+
+def json_to_nix(value: Any) -> str:
+    """How lib.generators.toPretty shows a default (what the option docs show)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[ ]" if not value else "[ " + " ".join(json_to_nix(v) for v in value) + " ]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
