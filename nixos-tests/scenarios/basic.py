@@ -22,10 +22,9 @@ def accounts_and_logins(relay: lib.Relay) -> tuple[lib.Account, lib.Account]:
     lib.step("the same account logs in on 993 (TLS)")
     bob = lib.create_account(relay, port=993)
     lib.step(f"first login on 993 created {bob.addr}")
-    lib.check(lib.login_refused(relay, alice.addr, alice.password + "x"),
-              f"{alice.addr}: a wrong password was accepted")
-    lib.check(lib.login_refused(relay, alice.addr, alice.password + "x", port=143),
-              f"{alice.addr}: a wrong password was accepted on 143")
+    accepted = lib.accepted_logins(relay, [(alice.addr, alice.password + "x", 993),
+                                           (alice.addr, alice.password + "x", 143)])
+    lib.check(not accepted, f"{alice.addr}: a wrong password was accepted: {accepted}")
     lib.step("a wrong password is refused on 993 and 143")
     return alice, bob
 
@@ -36,15 +35,14 @@ def invalid_addresses_refused(relay: lib.Relay) -> None:
     invalid = {
         "localpart too short": f"{localpart[:4]}@{relay.domain}",
         "localpart too long": f"{localpart}abc@{relay.domain}",
-        "upper-case/odd characters": f"{localpart[:7]}$%@{relay.domain}",
+        "characters not allowed": f"{localpart[:7]}$%@{relay.domain}",
         "another domain": f"{localpart}@other-{relay.domain}",
         "no domain": localpart,
     }
-    for reason, addr in invalid.items():
-        lib.check(lib.login_refused(relay, addr, fresh.password),
-                  f"login as {addr!r} ({reason}) was accepted")
-    lib.check(lib.login_refused(relay, fresh.addr, "short"),
-              f"{fresh.addr}: account created with a 5-character password")
+    attempts = [(addr, fresh.password, 993) for addr in invalid.values()]
+    attempts.append((fresh.addr, "short", 993))  # a valid address, too short a password
+    accepted = lib.accepted_logins(relay, attempts)
+    lib.check(not accepted, f"logins that should have been refused were accepted: {accepted}")
     lib.step(f"invalid addresses refused at login: {', '.join(invalid)}, too short a password")
 
 

@@ -1,0 +1,56 @@
+"""Driving scripts/local-relay from the tests: bring relays up/down, run clients inside."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL_RELAY = REPO / "scripts" / "local-relay"
+SCENARIOS = REPO / "nixos-tests" / "scenarios"
+# chat.test and chat2.test as `--relays 2` names them, plus a domain starting with "_".
+DOMAINS = ("chat.test", "chat2.test", "_r3.test")
+UP_TIMEOUT = 180
+CLIENT_TIMEOUT = 300
+
+
+@dataclass
+class LocalRelays:
+    state: Path
+    description: dict
+
+    @property
+    def ca(self) -> str:
+        return self.description["ca_cert"]
+
+    def relay(self, domain: str) -> dict:
+        return next(r for r in self.description["relays"] if r["domain"] == domain)
+
+    def local_relay(self, *args: str, timeout: float = CLIENT_TIMEOUT) -> subprocess.CompletedProcess:
+        return run_local_relay("--state", str(self.state), *args, timeout=timeout)
+
+    def run_client(self, script: Path, *args: str) -> subprocess.CompletedProcess:
+        """Run a Python client script in the client namespace; its output is printed (shown by
+        pytest for failing tests, and with -s)."""
+        result = self.local_relay("exec", "--", sys.executable, str(script), *args)
+        print(result.stdout + result.stderr)
+        return result
+
+    def logs(self) -> str:
+        result = self.local_relay("logs", "--tail", "60", timeout=60)
+        return result.stdout + result.stderr
+
+
+def run_local_relay(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(LOCAL_RELAY), *args], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def harness_state_dir() -> Path:
+    # Not under pytest's tmp (0700 below /tmp/pytest-of-root): service users read files there.
+    state = Path(tempfile.mkdtemp(prefix="chatmail-harness-", dir="/var/tmp"))
+    state.chmod(0o755)
+    return state

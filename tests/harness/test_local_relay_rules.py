@@ -1,0 +1,90 @@
+"""The pure rules of scripts/local-relay (no root, no daemons)."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import sys
+
+import pytest
+
+from harness_lib import LOCAL_RELAY
+
+
+def load_local_relay():
+    loader = importlib.machinery.SourceFileLoader("local_relay", str(LOCAL_RELAY))
+    spec = importlib.util.spec_from_loader("local_relay", loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["local_relay"] = module  # dataclasses look their module up there
+    loader.exec_module(module)
+    return module
+
+
+lr = load_local_relay()
+
+
+@pytest.mark.parametrize("name", ["chat.test", "_r1.test", "a-b.c_d.example", "x" * 63 + ".test"])
+def test_valid_domains(name: str) -> None:
+    assert lr.is_valid_domain(name)
+
+
+@pytest.mark.parametrize("name", ["test", "-a.test", "a-.test", "a..test", "a b.test", "x" * 64 + ".test",
+                                  "a.test/", ".test"])
+def test_invalid_domains(name: str) -> None:
+    assert not lr.is_valid_domain(name)
+
+
+def test_default_domains() -> None:
+    assert lr.relay_domains(None, None) == ["chat.test"]
+    assert lr.relay_domains(2, None) == ["chat.test", "chat2.test"]
+    assert lr.relay_domains(3, None)[2] == "chat3.test"
+
+
+def test_given_domains() -> None:
+    assert lr.relay_domains(None, "_A.test, b.test") == ["_a.test", "b.test"]
+    with pytest.raises(lr.HarnessError, match="--relays 3"):
+        lr.relay_domains(3, "a.test,b.test")
+    with pytest.raises(lr.HarnessError, match="not a valid DNS name: bad"):
+        lr.relay_domains(None, "a.test,bad")
+    with pytest.raises(lr.HarnessError, match="distinct"):
+        lr.relay_domains(None, "a.test,a.test")
+
+
+def test_addresses_stay_in_the_test_range() -> None:
+    assert lr.relay_address(0) == "198.18.0.11"
+    assert lr.relay_address(1) == "198.18.0.12"
+    assert lr.relay_address(200).startswith("198.18.0.")
+
+
+def test_dnsmasq_records_answer_only_relay_names() -> None:
+    options = lr.dnsmasq_records([("chat.test", "198.18.0.11"), ("_r2.test", "198.18.0.12")])
+    assert options[0] == "--local=/#/"
+    assert "--host-record=_r2.test,198.18.0.12" in options
+    assert "--mx-host=chat.test,chat.test,10" in options
+    assert not any("server=" in option for option in options)
+
+
+def test_certificate_names_cover_what_clients_try() -> None:
+    assert lr.certificate_names("_r1.test") == ["_r1.test", "imap._r1.test", "smtp._r1.test",
+                                               "mail._r1.test"]
+
+
+def test_hosts_file_maps_the_host_name() -> None:
+    text = lr.hosts_file("198.18.0.2", ["client.test", "vm"])
+    assert "198.18.0.2\tclient.test vm\n" in text
+    assert text.startswith("127.0.0.1\tlocalhost\n")
+
+
+def test_alternate_config_directories_keep_others() -> None:
+    assert lr.merged_directory_list("/other/a, /mine/b", ["/mine/c"], ["/mine/b"]) == ["/other/a", "/mine/c"]
+    assert lr.merged_directory_list("", ["/x", "/x"], []) == ["/x"]
+    assert lr.merged_directory_list("/x /y", [], ["/x", "/y"]) == []
+
+
+def test_prefix_choice() -> None:
+    assert lr.pick_prefix(None, set()) == "cm-"
+    other = lr.pick_prefix(None, {"cm-hub"})
+    assert other.startswith("cm") and other.endswith("-") and other != "cm-"
+    assert lr.pick_prefix("t1-", {"cm-hub"}) == "t1-"
+    with pytest.raises(lr.HarnessError):
+        lr.pick_prefix("Bad_Prefix", set())
