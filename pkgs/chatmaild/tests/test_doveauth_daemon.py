@@ -253,3 +253,20 @@ def test_bad_config_exits_with_message(tmp_path):
         env=dict(os.environ, PYTHONPATH=PACKAGE_SRC),
     )
     assert usage.returncode == 2 and "usage: doveauth SOCKET_PATH INI_PATH" in usage.stderr
+
+
+def test_pipelined_creations_keep_reply_order(daemon):
+    new = [f"pipeline{i}@{DOMAIN}" for i in range(5)]
+    with daemon.client() as c:
+        lines = []
+        for addr in new:
+            lines.append(request_line("L", passdb_key(addr, "secret1234"), addr))
+            lines.append(request_line("L", f"shared/userdb/{addr}", addr))
+            lines.append(request_line("L", f"shared/userdb/nobody123@{DOMAIN}"))
+        c.send(b"".join(lines))
+        replies = [c.readline() for _ in lines]
+    for i, addr in enumerate(new):
+        created, looked_up, missing = replies[3 * i : 3 * i + 3]
+        assert created.startswith(b"O{") and addr.encode() in created
+        assert looked_up == created
+        assert missing == b"N\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +25,13 @@ def service(example_config):
         yield AuthService(example_config, executor)
 
 
+async def answer(service, line: bytes, transactions: dict) -> bytes | None:
+    reply = service.handle_request(line, transactions)
+    return await reply if inspect.isawaitable(reply) else reply
+
+
 def handle(service, line: bytes, transactions: dict) -> bytes | None:
-    return asyncio.run(service.handle_request(line, transactions))
+    return asyncio.run(answer(service, line, transactions))
 
 
 def fields():
@@ -80,10 +86,10 @@ def test_creation_does_not_block_other_lookups(service, monkeypatch):
 
     async def scenario():
         lookup = request_line("L", passdb_key(new, "secret1234"), new)[:-1]
-        creations = [asyncio.create_task(service.handle_request(lookup, {})) for _ in range(5)]
+        creations = [asyncio.create_task(answer(service, lookup, {})) for _ in range(5)]
         await asyncio.sleep(0.05)
         started = time.monotonic()
-        reply = await service.handle_request(request_line("L", f"shared/userdb/{existing}", existing)[:-1], {})
+        reply = await answer(service, request_line("L", f"shared/userdb/{existing}", existing)[:-1], {})
         elapsed = time.monotonic() - started
         assert reply.startswith(b"O{") and elapsed < 0.05
         assert not any(c.done() for c in creations)
