@@ -1,0 +1,103 @@
+# Calls flake.nix's outputs with a stand-in nixpkgs (./stubs/nixpkgs, real nixpkgs lib) and
+# evaluates the VM tests' nodes with the module stubs; returns what the tests look at.
+#
+#   NIXPKGS_LIB=/path/to/nixpkgs/lib nix-instantiate --eval --strict --json tests/nix/eval-flake.nix \
+#     --arg nixpkgsLib /path/to/nixpkgs/lib -A summary
+{ nixpkgsLib }:
+
+let
+  lib = import nixpkgsLib;
+  flake = import ../../flake.nix;
+  nixpkgs = {
+    inherit lib;
+    outPath = ./stubs/nixpkgs;
+  };
+  self = flake.outputs { inherit self nixpkgs; };
+  system = "x86_64-linux";
+  pkgs = import ./stubs/nixpkgs {
+    inherit system lib;
+    overlays = [ self.overlays.default ];
+  };
+
+  # A VM test's node, evaluated like tests/nix/eval-module.nix does for the module alone.
+  evalNode =
+    test: nodeName:
+    let
+      addresses = lib.listToAttrs (
+        lib.imap1 (i: name: lib.nameValuePair name { networking.primaryIPAddress = "192.168.1.${toString i}"; }) (
+          lib.attrNames test.nodes
+        )
+      );
+      eval = lib.evalModules {
+        modules = [
+          ./stubs/nixos.nix
+          ./stubs/postfix.nix
+          ./stubs/dovecot.nix
+          {
+            options.virtualisation.memorySize = lib.mkOption { type = lib.types.int; };
+            config._module.args = {
+              inherit pkgs;
+              nodes = addresses;
+            };
+          }
+          test.nodes.${nodeName}
+        ];
+      };
+      inherit (eval) config;
+    in
+    {
+      failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
+      hosts = config.networking.hosts;
+      chatmail = lib.optionalAttrs (config.services.chatmail.enable or false) {
+        inherit (config.services.chatmail) domain openFirewall;
+        tls = config.services.chatmail.tls.mode;
+        tlsCert = config.services.chatmail.rendered.paths.tlsCert;
+        postfixMain = config.services.postfix.settings.main;
+      };
+      etc = lib.attrNames config.environment.etc;
+      pki = config.security.pki.certificateFiles;
+    };
+
+  vmTest = name: self.checks.${system}.${name}.test;
+in
+{
+  summary = {
+    outputs = lib.mapAttrs (_: value: lib.attrNames value) {
+      inherit (self)
+        nixosModules
+        overlays
+        packages
+        checks
+        formatter
+        devShells
+        ;
+    };
+    systems = {
+      packages = lib.attrNames self.packages;
+      checks = lib.attrNames self.checks;
+    };
+    chatmaild =
+      let
+        package = self.packages.${system}.chatmaild;
+      in
+      {
+        inherit (package) pname version pyproject;
+        dependencies = map (d: d.pname) package.dependencies;
+        checkInputs = map (d: d.pname) package.nativeCheckInputs;
+        buildSystem = map (d: d.pname) package.build-system;
+        sameAsDefault = package == self.packages.${system}.default;
+      };
+    checkNames = lib.mapAttrs (_: check: check.name) self.checks.${system};
+    pytestScript = self.checks.${system}.chatmaild-pytest.script;
+    tests = lib.genAttrs [ "basic" "federation" ] (
+      name:
+      let
+        test = vmTest name;
+      in
+      {
+        inherit (test) name testScript;
+        nodes = lib.mapAttrs (node: _: evalNode test node) test.nodes;
+      }
+    );
+  };
+}

@@ -1,0 +1,95 @@
+"""flake.nix called with a stand-in nixpkgs (./stubs/nixpkgs, nixpkgs' real lib): the outputs,
+the package's inputs, and the VM tests' nodes evaluated with the module stubs.
+
+Needs NIXPKGS_LIB=/path/to/nixpkgs/lib; reported as skipped without it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import pytest
+
+from nix_tools import REPO, eval_json
+
+NIXPKGS_LIB = os.environ.get("NIXPKGS_LIB")
+if not NIXPKGS_LIB:
+    print("tests/nix/test_flake.py: NIXPKGS_LIB is not set; flake evaluation skipped")
+    pytest.skip("NIXPKGS_LIB (nixpkgs' lib directory) is not set", allow_module_level=True)
+
+SYSTEMS = ["aarch64-linux", "x86_64-linux"]
+
+
+@pytest.fixture(scope="module")
+def flake() -> dict[str, Any]:
+    return eval_json(
+        f"(import {REPO / 'tests' / 'nix' / 'eval-flake.nix'} {{ nixpkgsLib = {NIXPKGS_LIB}; }})"
+        ".summary"
+    )
+
+
+def test_outputs(flake):
+    outputs = flake["outputs"]
+    assert outputs["nixosModules"] == ["chatmail", "default"]
+    assert outputs["overlays"] == ["default"]
+    for name in ("packages", "checks", "formatter", "devShells"):
+        assert outputs[name] == SYSTEMS, name
+    assert sorted(flake["checkNames"]) == ["basic", "chatmaild", "chatmaild-pytest", "federation"]
+
+
+def test_chatmaild_package(flake):
+    package = flake["chatmaild"]
+    assert (package["pname"], package["version"], package["pyproject"]) == ("chatmaild", "0.1.0", True)
+    assert package["dependencies"] == ["aiosmtpd", "filelock", "crypt-r"]
+    assert package["buildSystem"] == ["setuptools"]
+    assert {"pytestCheckHook", "hypothesis", "imapclient"} <= set(package["checkInputs"])
+    assert package["sameAsDefault"]
+
+
+def test_installed_package_pytest_check(flake):
+    script = flake["pytestScript"]
+    assert "-m pytest" in script and "/tests " in script and "touch $out" in script
+
+
+@pytest.mark.parametrize(("test", "relays"), [
+    ("basic", {"server": "chat1.test"}),
+    ("federation", {"relay1": "chat1.test", "relay2": "chat2.test"}),
+])
+def test_vm_test_nodes_evaluate_cleanly(flake, test, relays):
+    vm_test = flake["tests"][test]
+    assert vm_test["name"] == f"chatmail-{test}"
+    nodes = vm_test["nodes"]
+    assert set(nodes) == {"client", *relays}
+    for name, node in nodes.items():
+        assert node["failedAssertions"] == [], name
+        # every node finds every relay by name
+        assert sorted(sum(node["hosts"].values(), [])) == sorted(relays.values()), name
+    for name, domain in relays.items():
+        chatmail = nodes[name]["chatmail"]
+        assert chatmail["domain"] == domain and chatmail["openFirewall"]
+    assert "chatmail-scenarios" in nodes["client"]["etc"]
+
+
+def test_federation_uses_its_ca_and_hosts_lookup(flake):
+    nodes = flake["tests"]["federation"]["nodes"]
+    for name, domain in (("relay1", "chat1.test"), ("relay2", "chat2.test")):
+        node = nodes[name]
+        assert node["chatmail"]["tls"] == "manual"
+        assert node["chatmail"]["tlsCert"].endswith(f"-chatmail-test-certificates/{domain}.pem")
+        assert node["pki"][0].endswith("-chatmail-test-certificates/ca.pem")
+        assert node["chatmail"]["postfixMain"]["smtp_host_lookup"] == "native"
+        assert node["chatmail"]["postfixMain"]["smtp_tls_security_level"] == "verify"
+
+
+@pytest.mark.parametrize("test", ["basic", "federation"])
+def test_vm_tests_run_existing_scenarios(flake, test):
+    script = flake["tests"][test]["testScript"]
+    used = set(re.findall(r'scenario\("(\w+\.py)', script))
+    assert used, script
+    for name in used:
+        assert (REPO / "nixos-tests" / "scenarios" / name).is_file(), name
+    # the scenarios' own command line (nixos-tests/scenarios/*.py docstrings)
+    for option in re.findall(r'"(--[a-z]+) ', script):
+        assert option in ("--domain", "--from", "--to", "--ca", "--accounts"), option
