@@ -47,13 +47,19 @@ def invalid_addresses_refused(relay: lib.Relay) -> None:
 
 
 def submission(relay: lib.Relay, alice: lib.Account, bob: lib.Account) -> None:
-    for port, sender, recipient in ((587, alice, bob), (465, bob, alice)):
+    plain_options: tuple[str, ...] = ()
+    for port, sender, recipient, options in ((587, alice, bob, plain_options),
+                                              (465, bob, alice, lib.DELTACHAT_MAIL_OPTIONS)):
         sent = lib.encrypted_message(sender.addr, [recipient.addr])
-        lib.submit(relay, sender, [recipient.addr], sent, port=port)
+        try:
+            lib.submit(relay, sender, [recipient.addr], sent, port=port, mail_options=options)
+        except smtplib.SMTPException as error:
+            raise lib.ScenarioFailure(f"submission on {port} with MAIL FROM parameters "
+                                      f"{' '.join(options) or '(none)'} failed: {error}") from None
         delivered = lib.wait_for_message(relay, recipient, lib.message_id(sent))
         lib.assert_delivered_intact(sent, delivered, f"port {port}")
-        lib.step(f"OpenPGP/MIME message submitted on {port} delivered to {recipient.addr} "
-                 f"({len(delivered)} bytes, body identical)")
+        lib.step(f"OpenPGP/MIME message submitted on {port} ({' '.join(options) or 'plain MAIL FROM'}) "
+                 f"delivered to {recipient.addr} ({len(delivered)} bytes, body identical)")
 
 
 def plaintext_refused(relay: lib.Relay, alice: lib.Account, bob: lib.Account) -> None:

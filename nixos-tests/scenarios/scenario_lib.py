@@ -124,12 +124,16 @@ def smtp_connect(relay: Relay, port: int) -> smtplib.SMTP:
     return client
 
 
+# MAIL FROM parameters Delta Chat core sends.
+DELTACHAT_MAIL_OPTIONS = ("BODY=8BITMIME", "SMTPUTF8")
+
+
 def submit(relay: Relay, account: Account, recipients: list[str], message: bytes,
-           port: int = 587, sender: str | None = None) -> None:
+           port: int = 587, sender: str | None = None, mail_options: tuple[str, ...] = ()) -> None:
     """Authenticated submission; raises smtplib's errors as they come."""
     with smtp_connect(relay, port) as client:
         client.login(account.addr, account.password)
-        client.sendmail(sender or account.addr, recipients, message)
+        client.sendmail(sender or account.addr, recipients, message, mail_options=list(mail_options))
 
 
 def header(message: bytes, name: str) -> str | None:
