@@ -2,12 +2,14 @@
 """Delta Chat core against two local relays: run inside the harness's client namespace.
 
     local-relay exec -- VENV/bin/python tests/harness/deltachat_e2e.py --domains D1,D2 --ca CA
+        [--certificate-checks automatic|strict|acceptInvalidCertificates] [--helo FQDN]
 
 Two accounts (one per relay) are configured with address + password, set up a verified contact
 through a Secure-Join QR code and exchange encrypted messages both ways; then a plain SMTP client's
 cleartext mail to one of them is refused with 523, on submission and on port 25.
 Core verifies TLS only against its built-in roots (it ignores SSL_CERT_FILE and the system store),
-so the accounts use core's `acceptInvalidCertificates` certificate checks for the harness CA.
+so against the harness CA the accounts use core's `acceptInvalidCertificates` certificate checks
+(the default here); a relay with a public certificate can be checked with `automatic`.
 """
 
 from __future__ import annotations
@@ -51,14 +53,15 @@ def bounded(what: str, wait, timeout: float = STEP_TIMEOUT):
     return outcome.get("value")
 
 
-def configured_account(dc: DeltaChat, domain: str) -> tuple[Account, lib.Account]:
+def configured_account(dc: DeltaChat, domain: str, certificate_checks: str
+                       ) -> tuple[Account, lib.Account]:
     credentials = lib.random_account(domain)
     account = dc.add_account()
     account.set_config("displayname", credentials.addr.split("@")[0])
     bounded(f"configured {credentials.addr}", lambda: account.add_or_update_transport({
         "addr": credentials.addr,
         "password": credentials.password,
-        "certificateChecks": "acceptInvalidCertificates",
+        "certificateChecks": certificate_checks,
     }))
     account.bring_online()
     return account, credentials
@@ -112,10 +115,11 @@ def exchange(sender: Account, receiver: Account, receiver_addr: str) -> None:
                                      "encryption (no padlock)")
 
 
-def cleartext_refused(target: lib.Account, ca: str, other_domain: str) -> None:
+def cleartext_refused(target: lib.Account, other_domain: str, ca: str | None, helo: str | None
+                      ) -> None:
     """A plain SMTP client cannot get cleartext to a Delta Chat user: 523 on submission (its own
     relay's outgoing filter) and on port 25 (the user's relay's incoming filter)."""
-    relay = lib.Relay(other_domain, ca)
+    relay = lib.Relay(other_domain, ca, helo)
     sender = lib.create_account(relay)
     plain = lib.plain_message(sender.addr, [target.addr])
     try:
@@ -124,7 +128,7 @@ def cleartext_refused(target: lib.Account, ca: str, other_domain: str) -> None:
     except smtplib.SMTPDataError as error:
         lib.check(error.smtp_code == 523, f"submission refused with {error.smtp_code}, not 523")
     lib.step(f"cleartext from {sender.addr} to {target.addr} refused on submission (523)")
-    target_relay = lib.Relay(target.addr.split("@")[1], ca)
+    target_relay = lib.Relay(target.addr.split("@")[1], ca, helo)
     with lib.smtp_connect(target_relay, 25) as client:
         try:
             client.sendmail(sender.addr, [target.addr], plain)
@@ -137,7 +141,10 @@ def cleartext_refused(target: lib.Account, ca: str, other_domain: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--domains", required=True, help="two relay domains, comma-separated")
-    parser.add_argument("--ca", required=True, help="the harness CA (for the plain SMTP client)")
+    lib.relay_arguments(parser)  # --ca, --helo: for the plain SMTP client
+    parser.add_argument("--certificate-checks", default="acceptInvalidCertificates",
+                        choices=("automatic", "strict", "acceptInvalidCertificates"),
+                        help="core's TLS checks (default acceptInvalidCertificates: the harness CA)")
     parser.add_argument("--rpc-server", default=str(Path(sys.executable).parent / "deltachat-rpc-server"))
     args = parser.parse_args()
     first_domain, second_domain = args.domains.split(",")
@@ -146,8 +153,8 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as accounts_dir, \
                 Rpc(accounts_dir=accounts_dir, rpc_server_path=args.rpc_server) as rpc:
             dc = DeltaChat(rpc)
-            alice, alice_credentials = configured_account(dc, first_domain)
-            bob, bob_credentials = configured_account(dc, second_domain)
+            alice, alice_credentials = configured_account(dc, first_domain, args.certificate_checks)
+            bob, bob_credentials = configured_account(dc, second_domain, args.certificate_checks)
             qr = alice.get_qr_code()
             bob.secure_join(qr)
             bounded("Secure-Join: inviter done", alice.wait_for_securejoin_inviter_success)
@@ -158,7 +165,7 @@ def main() -> int:
                      "the joiner holds the key the QR code named")
             exchange(alice, bob, bob_credentials.addr)
             exchange(bob, alice, alice_credentials.addr)
-            cleartext_refused(alice_credentials, args.ca, second_domain)
+            cleartext_refused(alice_credentials, second_domain, args.ca, args.helo)
 
     return lib.run_scenario(f"deltachat {first_domain} <-> {second_domain}", steps)
 
