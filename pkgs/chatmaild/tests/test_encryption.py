@@ -118,6 +118,16 @@ def test_three_parts_are_refused():
     assert not is_encrypted(parse_entity(raw.replace(close, extra)), False)
 
 
+def test_split_multipart_stops_after_max_parts():
+    body = b"preamble\r\n" + b"".join(b"--b\r\npart %d\r\n" % i for i in range(5)) + b"--b--\r\nepilogue"
+    assert split_multipart(body, "b", max_parts=5) == [b"part %d" % i for i in range(5)]
+    assert split_multipart(body, "b", max_parts=4) is None
+    assert split_multipart(b"--b--\r\n", "b", max_parts=2) == []
+    assert split_multipart(b"--b\r\nno close delimiter\r\n", "b", max_parts=2) is None
+    assert split_multipart(b"--bx\r\nx\r\n--bx--\r\n", "b", max_parts=2) is None  # not our boundary
+    assert split_multipart(body, "", max_parts=5) is None
+
+
 def test_swapped_parts_are_refused():
     raw = testmail.to_bytes(testmail.make_encrypted_message(SENDER, RECIPIENT))
     message = parse_entity(raw)

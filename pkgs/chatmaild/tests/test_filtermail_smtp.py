@@ -46,6 +46,7 @@ class SinkHandler:
 
     pipelining: bool = True
     rcpt_reply: str | None = None
+    mail_replies: list[str] = field(default_factory=list)  # replies for the next MAIL commands
     received: list[Received] = field(default_factory=list)
     connections: int = 0
 
@@ -55,6 +56,12 @@ class SinkHandler:
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.mail_replies:
+            return self.mail_replies.pop(0)
+        envelope.mail_from = address
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.rcpt_reply:
@@ -472,6 +479,19 @@ def test_reinjector(pipelining: bool):
         assert sink.received == [Received("a@x.org", ["b@y.org", "c@y.org"], content, "127.0.0.1")]
     finally:
         sink.stop()
+
+
+def test_reinjector_replaces_a_connection_that_got_421(sink: Sink):
+    async def run() -> None:
+        reinjector = Reinjector(sink.port)
+        await reinjector.send("a@x.org", ["b@y.org"], b"1\r\n", body_8bit=False)
+        sink.handler.mail_replies.append("421 4.4.2 sink Error: timeout exceeded")
+        await reinjector.send("a@x.org", ["b@y.org"], b"2\r\n", body_8bit=False)
+        reinjector.close()
+
+    asyncio.run(run())
+    assert [r.content for r in sink.received] == [b"1\r\n", b"2\r\n"]
+    assert sink.handler.connections == 2
 
 
 def test_reinjector_connection_refused():

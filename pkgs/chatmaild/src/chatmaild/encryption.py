@@ -123,7 +123,7 @@ def split_multipart(body: bytes, boundary: str, max_parts: int) -> list[bytes] |
         line_end = body.find(b"\n", after)
         line_end = len(body) if line_end < 0 else line_end + 1
         if is_close:
-            return parts if part_start is not None else None
+            return parts
         part_start = search_from = line_end
 
 

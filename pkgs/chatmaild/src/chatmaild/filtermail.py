@@ -245,7 +245,7 @@ class Reinjector:
                 await self._transaction(conn, mail_from, rcpt_tos, content, body_8bit, reused=False)
         except ReinjectError:
             raise
-        except (OSError, EOFError, TimeoutError, _StaleConnection) as e:
+        except (OSError, EOFError, TimeoutError) as e:
             raise ReinjectError(f"451 4.4.2 Re-injection to Postfix failed: {e or type(e).__name__}") from e
 
     async def _transaction(
@@ -264,6 +264,8 @@ class Reinjector:
                 if reused:
                     raise _StaleConnection() from e
                 raise
+            if reused and replies[0][0] == 421:
+                raise _StaleConnection()  # Postfix said goodbye (e.g. idle timeout) before our MAIL
             *envelope_replies, (data_code, data_text) = replies
             refused = [(code, text) for code, text in envelope_replies if code >= 400]
             if refused:
