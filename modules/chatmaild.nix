@@ -7,13 +7,11 @@ let
 
   vmailHome = "/var/lib/vmail";
 
-  # Confinement shared by every daemon: they need their sockets, chatmail.ini and (doveauth)
-  # the maildirs, nothing else.
+  # Confinement shared by every daemon and job: they need their sockets, chatmail.ini and
+  # (doveauth, expire) the maildirs, nothing else.
   hardening = {
     User = paths.vmailUser;
     Group = paths.vmailGroup;
-    Restart = "always";
-    RestartSec = "2s";
     UMask = "0007";
     NoNewPrivileges = true;
     CapabilityBoundingSet = "";
@@ -51,8 +49,21 @@ let
       wantedBy = [ "multi-user.target" ];
       after = [ "network.target" ];
       restartTriggers = [ cfg.rendered.chatmailIni ];
-      serviceConfig = hardening // { ExecStart = lib.escapeShellArgs argv; } // serviceConfig;
+      serviceConfig =
+        hardening
+        // {
+          ExecStart = lib.escapeShellArgs argv;
+          Restart = "always";
+          RestartSec = "2s";
+        }
+        // serviceConfig;
     };
+
+  # Only the maildirs, no network at all.
+  maildirsOnly = {
+    PrivateNetwork = true;
+    ReadWritePaths = [ paths.mailboxesDir ];
+  };
 
   # filtermail talks SMTP on loopback only.
   loopbackOnly = {
@@ -84,17 +95,41 @@ in
 
     systemd.services = {
       # Dovecot's passdb/userdb: creates an account on its first login.
-      doveauth = daemonService "chatmail account database for Dovecot (doveauth)" daemons.doveauth {
-        # Only its unix socket: no network at all.
-        PrivateNetwork = true;
-        RestrictAddressFamilies = [ "AF_UNIX" ];
-        RuntimeDirectory = baseNameOf (dirOf paths.doveauthSocket);
-        RuntimeDirectoryMode = "0750";
-        ReadWritePaths = [ paths.mailboxesDir ];
-      };
+      doveauth = daemonService "chatmail account database for Dovecot (doveauth)" daemons.doveauth (
+        maildirsOnly
+        // {
+          # Its own unix socket, for Dovecot's auth-worker and imap processes (user vmail).
+          RestrictAddressFamilies = [ "AF_UNIX" ];
+          RuntimeDirectory = baseNameOf (dirOf paths.doveauthSocket);
+          RuntimeDirectoryMode = "0750";
+        }
+      );
       # Postfix's before-queue filters: outgoing from submission, incoming from port 25.
       filtermail = daemonService "chatmail filter for outgoing mail (filtermail)" daemons.filtermail loopbackOnly;
       filtermail-incoming = daemonService "chatmail filter for incoming mail (filtermail)" daemons.filtermail-incoming loopbackOnly;
+
+      # Deletes old messages and inactive accounts (settings delete_*_after).
+      chatmail-expire = {
+        description = "chatmail mailbox expiry";
+        serviceConfig =
+          hardening
+          // maildirsOnly
+          // {
+            Type = "oneshot";
+            ExecStart = lib.escapeShellArgs cfg.rendered.jobs.expire;
+            RestrictAddressFamilies = "none";
+          };
+      };
+    };
+
+    systemd.timers.chatmail-expire = {
+      description = "daily chatmail mailbox expiry";
+      wantedBy = [ "timers.target" ];
+      timerConfig = {
+        OnCalendar = "*-*-* 00:02:00";
+        Persistent = true;
+        RandomizedDelaySec = "10min";
+      };
     };
   };
 }

@@ -78,6 +78,9 @@
 #                 doveauth            = [ doveauth SOCKET INI ]
 #                 filtermail          = [ filtermail INI outgoing ]
 #                 filtermail-incoming = [ filtermail INI incoming ]
+#   jobs          argv lists of periodic jobs: expire = [ chatmail-expire INI --remove ]
+#                 (upstream runs it daily; it deletes by the settings delete_*_after, using the
+#                 last-login day that Dovecot's last_login plugin stores through doveauth).
 #   ports         { public = { smtp, submission, submissions, imap, imaps }; internal = the
 #                 four filter/reinject ports } for firewalls and checks.
 params:
@@ -615,6 +618,7 @@ let
           [
             "$mail_plugins"
             "imap_quota"
+            "last_login"
           ]
           ++ (if settings.imap_compress then [ "imap_zlib" ] else [ ])
         );
@@ -636,6 +640,9 @@ let
       quota_rule = "*:storage=${toString settings.max_mailbox_size}";
       quota_max_mail_size = settings.max_message_size;
       quota_grace = 0;
+      # doveauth keeps the day of each address's last login (chatmail-expire reads it).
+      last_login_dict = "proxy:${paths.doveauthSocket}:lastlogin";
+      last_login_precision = "s";
     };
 
     "service lmtp" = {
@@ -780,6 +787,13 @@ let
 
   program = name: if paths.binDir == null then name else "${paths.binDir}/${name}";
 
+  # Periodic jobs (upstream: chatmail-expire daily at 00:02).
+  jobs.expire = [
+    (program "chatmail-expire")
+    paths.configFile
+    "--remove"
+  ];
+
   daemons = {
     doveauth = [
       (program "doveauth")
@@ -813,6 +827,7 @@ in
     dovecotAuthDictConf
     chatmailIni
     daemons
+    jobs
     ;
   ports = {
     public = publicPorts;

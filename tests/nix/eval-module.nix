@@ -133,6 +133,7 @@ in
         serviceConfig
         ;
     }) config.systemd.services;
+    timers = mapAttrs (_: timer: { inherit (timer) wantedBy timerConfig; }) config.systemd.timers;
     etc = mapAttrs (_: file: file.text) (filterAttrs (_: file: file.text != null) config.environment.etc);
     inherit (config.systemd.tmpfiles) rules;
     users = mapAttrs (_: user: { inherit (user) isSystemUser group; }) config.users.users;

@@ -158,6 +158,19 @@ def test_daemons_run_hardened_from_the_package(summary):
         assert unit["IPAddressAllow"] == "localhost" and unit["IPAddressDeny"] == "any"
 
 
+def test_expire_job_runs_daily_on_the_maildirs_only(summary):
+    unit = summary["services"]["chatmail-expire"]["serviceConfig"]
+    assert unit["ExecStart"] == ("/nix/store/00000000000000000000000000000000-chatmaild-0.1.0/bin/"
+                                 "chatmail-expire /etc/chatmail/chatmail.ini --remove")
+    assert unit["Type"] == "oneshot" and "Restart" not in unit
+    assert unit["User"] == "vmail" and unit["ProtectSystem"] == "strict"
+    assert unit["ReadWritePaths"] == [f"/var/lib/vmail/mail/{DOMAIN}"]
+    assert unit["PrivateNetwork"] is True
+    timer = summary["timers"]["chatmail-expire"]
+    assert timer["wantedBy"] == ["timers.target"]
+    assert timer["timerConfig"]["OnCalendar"] == "*-*-* 00:02:00"
+
+
 def test_files_users_and_firewall(summary):
     assert summary["etc"]["chatmail/chatmail.ini"].startswith("[params]\n")
     assert f"mail_domain = {DOMAIN}\n" in summary["etc"]["chatmail/chatmail.ini"]
@@ -244,7 +257,8 @@ def test_bad_configurations_fail_with_a_message(tmp_path, chatmail, message):
 def test_disabled_module_sets_nothing(tmp_path):
     summary = evaluate({"enable": False, "domain": "not a domain"}, tmp_path)
     assert summary["postfix"]["enable"] is False and summary["dovecot"]["enable"] is False
-    assert summary["services"] == {} and summary["etc"] == {} and summary["rules"] == []
+    assert summary["services"] == {} and summary["timers"] == {}
+    assert summary["etc"] == {} and summary["rules"] == []
 
 
 def test_typed_settings_reject_wrong_values(tmp_path):

@@ -322,7 +322,17 @@ def test_daemon_command_lines(tmp_path):
         "filtermail": ["/opt/cm/bin/filtermail", "/c/chatmail.ini", "outgoing"],
         "filtermail-incoming": ["/opt/cm/bin/filtermail", "/c/chatmail.ini", "incoming"],
     }
+    assert result["jobs"] == {
+        "expire": ["/opt/cm/bin/chatmail-expire", "/c/chatmail.ini", "--remove"]}
     assert render({"domain": DOMAIN}, tmp_path)["daemons"]["doveauth"][0] == "doveauth"
+
+
+def test_last_login_goes_to_doveauth(tmp_path):
+    # chatmail-expire deletes accounts by their last-login day, which doveauth stores.
+    dovecot = render({"domain": DOMAIN, "paths": {"doveauthSocket": "/run/x/auth.sock"}},
+                     tmp_path)["dovecot"]
+    assert "last_login" in dovecot["protocol imap"]["mail_plugins"].split()
+    assert dovecot["plugin"]["last_login_dict"] == "proxy:/run/x/auth.sock:lastlogin"
 
 
 # --- escape hatches and problems ----------------------------------------------------------------

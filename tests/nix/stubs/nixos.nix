@@ -56,6 +56,16 @@ in
         };
       });
     };
+    systemd.timers = mkOption {
+      default = { };
+      type = types.attrsOf (freeform {
+        wantedBy = listOfStr;
+        timerConfig = mkOption {
+          type = types.attrsOf unitOption;
+          default = { };
+        };
+      });
+    };
     systemd.tmpfiles.rules = listOfStr;
 
     users.users = mkOption {
