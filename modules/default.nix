@@ -136,7 +136,7 @@ in
     package = mkOption {
       type = types.package;
       default = pkgs.chatmaild or (pkgs.callPackage ../pkgs/chatmaild { });
-      defaultText = lib.literalExpression "pkgs.chatmaild (this flake's overlay), else built from pkgs/chatmaild";
+      defaultText = lib.literalMD "`pkgs.chatmaild` (this flake's overlay), else built from `pkgs/chatmaild`";
       description = "The chatmaild package providing `doveauth` and `filtermail`.";
     };
 
