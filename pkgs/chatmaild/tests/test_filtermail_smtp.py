@@ -38,6 +38,7 @@ class Received:
     rcpt_tos: list[str]
     content: bytes
     peer: str
+    mail_options: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -61,6 +62,7 @@ class SinkHandler:
         if self.mail_replies:
             return self.mail_replies.pop(0)
         envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -71,7 +73,10 @@ class SinkHandler:
 
     async def handle_DATA(self, server, session, envelope):
         self.received.append(
-            Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content, session.peer[0])
+            Received(
+                envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content, session.peer[0],
+                list(envelope.mail_options),
+            )
         )
         return "250 OK"
 
@@ -79,15 +84,17 @@ class SinkHandler:
 class Sink:
     """An aiosmtpd server in a thread of the test process."""
 
-    def __init__(self, port: int, pipelining: bool = True) -> None:
+    def __init__(self, port: int, pipelining: bool = True, smtputf8: bool = True) -> None:
         self.port = port
+        self.smtputf8 = smtputf8
         self.handler = SinkHandler(pipelining=pipelining)
         self.controller: Controller | None = None
 
     def start(self) -> None:
         # hostname "127.0.0.1" is what the sink binds; server_hostname is its greeting name
         self.controller = Controller(
-            self.handler, hostname="127.0.0.1", port=self.port, server_hostname="sink", data_size_limit=None
+            self.handler, hostname="127.0.0.1", port=self.port, server_hostname="sink", data_size_limit=None,
+            enable_SMTPUTF8=self.smtputf8,
         )
         self.controller.start()
 
@@ -305,6 +312,16 @@ def test_invalid_sender_address(outgoing: Filtermail):
         assert client.mail("no-at-sign") == (500, b"Invalid from address <'no-at-sign'>")
 
 
+def test_smtputf8_and_8bitmime_are_passed_on(outgoing: Filtermail, sink: Sink):
+    """Delta Chat sends MAIL FROM:<…> BODY=8BITMIME SMTPUTF8; Postfix passes both on to us."""
+    sender = new_addr()
+    with outgoing.client() as client:
+        client.ehlo()
+        assert "smtputf8" in client.esmtp_features
+        client.sendmail(sender, ["bob@example.org"], encrypted(sender, "bob@example.org"), ["BODY=8BITMIME", "SMTPUTF8"])
+    assert sink.received[-1].mail_options == ["BODY=8BITMIME", "SMTPUTF8"]
+
+
 def test_rcpt_parameters_are_ignored(outgoing: Filtermail, sink: Sink):
     sender = new_addr()
     with outgoing.client() as client:
@@ -469,14 +486,16 @@ def reinject(port: int, *args, **kwargs) -> None:
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("pipelining", [True, False])
-def test_reinjector(pipelining: bool):
-    sink = Sink(free_port(), pipelining=pipelining)
+@pytest.mark.parametrize(("pipelining", "smtputf8"), [(True, True), (False, True), (True, False)])
+def test_reinjector(pipelining: bool, smtputf8: bool):
+    sink = Sink(free_port(), pipelining=pipelining, smtputf8=smtputf8)
     sink.start()
     try:
         content = b"Subject: x\r\n\r\n.dot\r\n..two\r\n"
-        reinject(sink.port, "a@x.org", ["b@y.org", "c@y.org"], content, body_8bit=True)
-        assert sink.received == [Received("a@x.org", ["b@y.org", "c@y.org"], content, "127.0.0.1")]
+        reinject(sink.port, "a@x.org", ["b@y.org", "c@y.org"], content, mail_params=["BODY=8BITMIME", "SMTPUTF8"])
+        # parameters are passed on only where the server announced the extension
+        options = ["BODY=8BITMIME", "SMTPUTF8"] if smtputf8 else ["BODY=8BITMIME"]
+        assert sink.received == [Received("a@x.org", ["b@y.org", "c@y.org"], content, "127.0.0.1", options)]
     finally:
         sink.stop()
 
@@ -484,9 +503,9 @@ def test_reinjector(pipelining: bool):
 def test_reinjector_replaces_a_connection_that_got_421(sink: Sink):
     async def run() -> None:
         reinjector = Reinjector(sink.port)
-        await reinjector.send("a@x.org", ["b@y.org"], b"1\r\n", body_8bit=False)
+        await reinjector.send("a@x.org", ["b@y.org"], b"1\r\n", mail_params=[])
         sink.handler.mail_replies.append("421 4.4.2 sink Error: timeout exceeded")
-        await reinjector.send("a@x.org", ["b@y.org"], b"2\r\n", body_8bit=False)
+        await reinjector.send("a@x.org", ["b@y.org"], b"2\r\n", mail_params=[])
         reinjector.close()
 
     asyncio.run(run())
@@ -496,7 +515,7 @@ def test_reinjector_replaces_a_connection_that_got_421(sink: Sink):
 
 def test_reinjector_connection_refused():
     with pytest.raises(ReinjectError) as excinfo:
-        reinject(free_port(), "a@x.org", ["b@y.org"], b"x\r\n", body_8bit=False)
+        reinject(free_port(), "a@x.org", ["b@y.org"], b"x\r\n", mail_params=[])
     assert excinfo.value.reply.startswith("451 4.4.2 ")
 
 
@@ -507,7 +526,7 @@ def test_reinjector_silent_server_times_out(monkeypatch: pytest.MonkeyPatch):
         server.listen()
         started = time.monotonic()
         with pytest.raises(ReinjectError) as excinfo:
-            reinject(server.getsockname()[1], "a@x.org", ["b@y.org"], b"x\r\n", body_8bit=False)
+            reinject(server.getsockname()[1], "a@x.org", ["b@y.org"], b"x\r\n", mail_params=[])
         assert time.monotonic() - started < 5
     assert excinfo.value.reply.startswith("451 ")
 

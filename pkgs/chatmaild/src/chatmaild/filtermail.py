@@ -45,6 +45,8 @@ REINJECT_TRANSACTION_TIMEOUT = 60.0
 # Idle re-injection connections kept open; Postfix's smtpd closes them after smtpd_timeout (300 s).
 REINJECT_POOL_SIZE = 8
 REINJECT_MAX_IDLE = 60.0
+# MAIL parameters passed on to Postfix (if it announces the extension): they describe the content
+FORWARDED_MAIL_PARAMS = {"BODY=8BITMIME": "8BITMIME", "SMTPUTF8": "SMTPUTF8"}
 
 
 # --- rules: pure functions from (config, envelope, parsed mail) to an error reply or None
@@ -137,10 +139,11 @@ class _StaleConnection(Exception):
 class _Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    pipelining: bool
+    extensions: frozenset[str]  # EHLO keywords of the server
     idle_since: float = field(default_factory=time.monotonic)
 
     async def read_reply(self) -> tuple[int, str]:
+        """(code, text); the text of a multi-line reply has one line per reply line."""
         lines = []
         while True:
             line = await self.reader.readline()
@@ -153,12 +156,12 @@ class _Connection:
             code = int(lines[0][:3])
         except ValueError:
             raise ConnectionError(f"bad SMTP reply {lines[0]!r}") from None
-        return code, " ".join(line[4:] for line in lines)
+        return code, "\n".join(line[4:] for line in lines)
 
     async def commands(self, commands: Sequence[bytes]) -> list[tuple[int, str]]:
         """Send commands (pipelined if the server allows it) and return their replies."""
         replies = []
-        if self.pipelining:
+        if "PIPELINING" in self.extensions:
             self.writer.write(b"".join(commands))
             await self.writer.drain()
             for _ in commands:
@@ -199,7 +202,7 @@ class Reinjector:
             asyncio.open_connection("127.0.0.1", self.port, local_addr=(self.source_host, 0)),
             REINJECT_CONNECT_TIMEOUT,
         )
-        conn = _Connection(reader, writer, pipelining=False)
+        conn = _Connection(reader, writer, extensions=frozenset())
         try:
             code, text = await conn.read_reply()
             if code != 220:
@@ -210,7 +213,7 @@ class Reinjector:
         except BaseException:
             conn.close()
             raise
-        conn.pipelining = "PIPELINING" in text.upper().split()
+        conn.extensions = frozenset(line.split()[0].upper() for line in text.split("\n")[1:] if line.split())
         return conn
 
     def _take_idle(self) -> _Connection | None:
@@ -230,19 +233,22 @@ class Reinjector:
         else:
             conn.close()
 
-    async def send(self, mail_from: str, rcpt_tos: Sequence[str], content: bytes, body_8bit: bool) -> None:
-        """Deliver one mail; raises ReinjectError with the reply for our client on failure."""
+    async def send(self, mail_from: str, rcpt_tos: Sequence[str], content: bytes, mail_params: Sequence[str]) -> None:
+        """Deliver one mail; raises ReinjectError with the reply for our client on failure.
+
+        ``mail_params``: MAIL parameters of our client to pass on (see FORWARDED_MAIL_PARAMS).
+        """
         try:
             async with asyncio.timeout(REINJECT_TRANSACTION_TIMEOUT):
                 conn = self._take_idle()
                 if conn is not None:
                     try:
-                        await self._transaction(conn, mail_from, rcpt_tos, content, body_8bit, reused=True)
+                        await self._transaction(conn, mail_from, rcpt_tos, content, mail_params, reused=True)
                         return
                     except _StaleConnection:
                         pass
                 conn = await self._connect()
-                await self._transaction(conn, mail_from, rcpt_tos, content, body_8bit, reused=False)
+                await self._transaction(conn, mail_from, rcpt_tos, content, mail_params, reused=False)
         except ReinjectError:
             raise
         except (OSError, EOFError, TimeoutError) as e:
@@ -250,10 +256,10 @@ class Reinjector:
 
     async def _transaction(
         self, conn: _Connection, mail_from: str, rcpt_tos: Sequence[str], content: bytes,
-        body_8bit: bool, reused: bool,
+        mail_params: Sequence[str], reused: bool,
     ) -> None:
-        body_param = " BODY=8BITMIME" if body_8bit else ""
-        envelope_commands = [f"MAIL FROM:<{mail_from}>{body_param}\r\n".encode()]
+        params = "".join(f" {p}" for p in mail_params if FORWARDED_MAIL_PARAMS.get(p) in conn.extensions)
+        envelope_commands = [f"MAIL FROM:<{mail_from}>{params}\r\n".encode()]
         envelope_commands += [f"RCPT TO:<{rcpt}>\r\n".encode() for rcpt in rcpt_tos]
         envelope_commands.append(b"DATA\r\n")
         try:
@@ -270,15 +276,15 @@ class Reinjector:
             refused = [(code, text) for code, text in envelope_replies if code >= 400]
             if refused:
                 # with 354 the server waits for content; hanging up discards the transaction
-                raise ReinjectError(f"{refused[0][0]} {refused[0][1]}")
+                raise ReinjectError(_reply(*refused[0]))
             if data_code != 354:
-                raise ReinjectError(f"{data_code} {data_text}")
+                raise ReinjectError(_reply(data_code, data_text))
             conn.writer.write(dot_stuffed(content))
             conn.writer.write(b".\r\n")
             await conn.writer.drain()
             code, text = await conn.read_reply()
             if code != 250:
-                raise ReinjectError(f"{code} {text}")
+                raise ReinjectError(_reply(code, text))
         except BaseException:
             conn.close()
             raise
@@ -290,8 +296,13 @@ class Reinjector:
         self._idle.clear()
 
 
+def _reply(code: int, text: str) -> str:
+    """A (possibly multi-line) reply of Postfix as one reply line for our client."""
+    return f"{code} {' '.join(text.splitlines())}"
+
+
 def _temporary(code: int, text: str) -> str:
-    return f"451 4.4.2 Re-injection to Postfix failed: {code} {text}"
+    return "451 4.4.2 Re-injection to Postfix failed: " + _reply(code, text)
 
 
 # --- the SMTP side
@@ -415,8 +426,8 @@ class FilterHandler:
             if error:
                 log.info("refused: %s", error)
                 return error
-            body_8bit = "BODY=8BITMIME" in envelope.mail_options
-            await self.reinjector.send(mail_from, envelope.rcpt_tos, content, body_8bit)
+            params = [p for p in envelope.mail_options if p in FORWARDED_MAIL_PARAMS]
+            await self.reinjector.send(mail_from, envelope.rcpt_tos, content, params)
         except ReinjectError as e:
             log.warning("re-injection failed: %s", e.reply)
             return e.reply
@@ -460,6 +471,8 @@ async def serve(config: Config, mode: str) -> None:
             hostname="localhost",
             ident="filtermail",
             data_size_limit=config.max_message_size,
+            # Postfix passes on SMTPUTF8 when its client (e.g. Delta Chat) sends it
+            enable_SMTPUTF8=True,
             loop=loop,
         )
 
