@@ -54,7 +54,7 @@ testers.runNixOSTest {
             pid = server.succeed(f"systemctl show -P MainPID {unit}.service").strip()
             server.succeed(f"systemctl kill --signal=SIGKILL {unit}.service")
             server.wait_until_succeeds(
-                f"test \"$(systemctl show -P MainPID {unit}.service)\" != {pid}"
+                f'test "$(systemctl show -P MainPID {unit}.service)" != {pid}'
                 f" && systemctl is-active {unit}.service", timeout=30)
         wait_for_relay(server)
   '';

@@ -93,3 +93,9 @@ def test_vm_tests_run_existing_scenarios(flake, test):
     # the scenarios' own command line (nixos-tests/scenarios/*.py docstrings)
     for option in re.findall(r'"(--[a-z]+) ', script):
         assert option in ("--domain", "--from", "--to", "--ca", "--accounts"), option
+
+
+@pytest.mark.parametrize("test", ["basic", "federation"])
+def test_vm_test_scripts_are_python(flake, test):
+    # The test driver runs testScript as Python; a syntax error would only show in the VM run.
+    compile(flake["tests"][test]["testScript"], f"{test}.testScript", "exec")
