@@ -28,7 +28,7 @@ from deltachat_rpc_client import Account, DeltaChat, Rpc
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "nixos-tests" / "scenarios"))
 import scenario_lib as lib  # noqa: E402
 
-STEP_TIMEOUT = 60.0
+STEP_TIMEOUT = 30.0
 
 
 def bounded(what: str, wait, timeout: float = STEP_TIMEOUT):
@@ -46,7 +46,7 @@ def bounded(what: str, wait, timeout: float = STEP_TIMEOUT):
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        raise lib.ScenarioFailure(f"{what}: no result within {timeout:.0f}s")
+        raise lib.ScenarioFailure(f"{what}: no result within {timeout:.0f}s (see the relay logs)")
     if "error" in outcome:
         raise outcome["error"]
     lib.step(f"{what} ({time.monotonic() - started:.2f}s)")
