@@ -404,3 +404,13 @@ def test_from_address():
     assert from_address(parse_entity(b"From: =?utf-8?q?S=C3=B6me?=\r\n <a@b.org>\r\n\r\n")) == "a@b.org"
     assert from_address(parse_entity(b"Subject: x\r\n\r\n")) is None
     assert from_address(parse_entity(b"From: \r\n\r\n")) is None
+
+
+def test_oversized_fields_are_treated_as_absent():
+    """The stdlib parsers are slow on crafted huge fields; such fields are ignored, quickly."""
+    raw = testmail.to_bytes(testmail.make_encrypted_message(SENDER, RECIPIENT))
+    many_params = raw.replace(b'protocol="', b'a="b"; ' * 3000 + b'protocol="', 1)
+    assert not is_encrypted(parse_entity(many_params), False)
+    long_from = raw.replace(b"From: <", b"From: " + b'"x" <x@y>, ' * 2000 + b"<", 1)
+    assert from_address(parse_entity(long_from)) is None
+    assert from_address(parse_entity(raw)) == SENDER

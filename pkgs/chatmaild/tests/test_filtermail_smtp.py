@@ -567,7 +567,7 @@ def send_data_in_pieces(port: int, pieces: list[bytes]) -> list[bytes]:
         reader.readline()
         for command in (b"EHLO c.test\r\n", b"MAIL FROM:<a@b.org>\r\n", b"RCPT TO:<c@d.org>\r\n", b"DATA\r\n"):
             s.sendall(command)
-            while (line := reader.readline())[3:4] == b"-":
+            while reader.readline()[3:4] == b"-":  # skip to the last line of the reply
                 pass
         for piece in pieces:
             s.sendall(piece)

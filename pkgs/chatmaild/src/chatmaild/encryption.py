@@ -28,9 +28,12 @@ from email.parser import BytesHeaderParser
 from email.utils import collapse_rfc2231_value, parseaddr
 
 # Top-level header block: far above any real mail (Delta Chat's are a few KB), small enough that
-# parsing it stays cheap.
-MAX_HEADER_BYTES = 1 << 20
+# parsing it stays cheap (about 25 ms).
+MAX_HEADER_BYTES = 256 << 10
 MAX_PART_HEADER_BYTES = 64 << 10
+# A header field longer than this is treated as absent: the stdlib's address and parameter
+# parsers take seconds on crafted values of a few hundred KB, and no valid mail has one.
+MAX_FIELD_CHARS = 16 << 10
 
 ARMOR_BEGIN = b"-----BEGIN PGP MESSAGE-----"
 ARMOR_END = b"-----END PGP MESSAGE-----"
@@ -64,9 +67,15 @@ class Entity:
 
     def header(self, name: str) -> str | None:
         value = self.headers.get(name)
-        return None if value is None else str(value)
+        if value is None:
+            return None
+        text = str(value)
+        return text if len(text) <= MAX_FIELD_CHARS else None
 
     def param(self, name: str) -> str | None:
+        """A parameter of the Content-Type field."""
+        if self.header("content-type") is None:
+            return None
         value = self.headers.get_param(name)
         if value is None or value is True:
             return None
