@@ -15,7 +15,7 @@ let
     ps.imapclient
   ]);
 in
-runCommand "chatmaild-pytest" { } ''
+runCommand "chatmaild-pytest" { nativeBuildInputs = chatmaild.passthru.checkTools; } ''
   cp -r ${projectDir}/tests ${projectDir}/pyproject.toml .
   chmod -R u+w .
   ${python}/bin/python -m pytest -p no:cacheprovider -q tests

@@ -44,7 +44,8 @@ def test_chatmaild_package(flake):
     assert (package["pname"], package["version"], package["pyproject"]) == ("chatmaild", "0.1.0", True)
     assert package["dependencies"] == ["aiosmtpd", "filelock", "crypt-r"]
     assert package["buildSystem"] == ["setuptools"]
-    assert {"pytestCheckHook", "hypothesis", "imapclient"} <= set(package["checkInputs"])
+    assert {"pytestCheckHook", "hypothesis", "imapclient",
+            "openssl", "opendkim", "bind"} <= set(package["checkInputs"])
     assert package["sameAsDefault"]
 
 

@@ -25,6 +25,8 @@ let
       inherit lib system;
       callPackage = lib.callPackageWith self;
       libxcrypt = drv "libxcrypt" { };
+      bind = drv "bind" { pname = "bind"; };
+      opendkim = drv "opendkim" { pname = "opendkim"; };
       mkShell = attrs: drv "shell" attrs;
       nixfmt = drv "nixfmt" { };
       runCommand = name: env: script: drv name { inherit env script; };
