@@ -460,6 +460,10 @@ def test_incoming(tmp_path: Path, incoming: Filtermail, sink: Sink):
     for rcpt_tos, data in accepted:
         incoming.send(stranger, rcpt_tos, data)
         assert sink.received[-1].content == data
+    # a bounce comes with the null sender
+    bounce = testmail.to_bytes(testmail.make_mailer_daemon_report("MAILER-DAEMON@example.net", enforcing))
+    incoming.send("", [enforcing], bounce)
+    assert (sink.received[-1].mail_from, sink.received[-1].content) == ("<>", bounce)  # aiosmtpd spells it so
     # upstream re-injects incoming mail from 127.0.0.2 (the DKIM milter tells directions apart by it)
     assert {r.peer for r in sink.received} == {"127.0.0.2"}
 

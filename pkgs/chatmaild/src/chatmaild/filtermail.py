@@ -259,7 +259,8 @@ class Reinjector:
         mail_params: Sequence[str], reused: bool,
     ) -> None:
         params = "".join(f" {p}" for p in mail_params if FORWARDED_MAIL_PARAMS.get(p) in conn.extensions)
-        envelope_commands = [f"MAIL FROM:<{mail_from}>{params}\r\n".encode()]
+        reverse_path = "" if mail_from == "<>" else mail_from  # aiosmtpd gives the null sender as "<>"
+        envelope_commands = [f"MAIL FROM:<{reverse_path}>{params}\r\n".encode()]
         envelope_commands += [f"RCPT TO:<{rcpt}>\r\n".encode() for rcpt in rcpt_tos]
         envelope_commands.append(b"DATA\r\n")
         try:
