@@ -19,7 +19,9 @@ let
     PrivateTmp = true;
     PrivateDevices = true;
     ProtectSystem = "strict";
-    ProtectHome = true;
+    # Maildirs under /home (upstream's /home/vmail/mail/<domain>) stay reachable, read-only
+    # except where ReadWritePaths allows.
+    ProtectHome = if lib.hasPrefix "/home/" paths.mailboxesDir then "read-only" else true;
     ProtectProc = "invisible";
     ProcSubset = "pid";
     ProtectClock = true;

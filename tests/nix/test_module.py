@@ -229,6 +229,12 @@ def test_settings_and_escape_hatches_reach_the_configs(tmp_path):
     assert summary["services"]["doveauth"]["serviceConfig"]["ReadWritePaths"] == ["/srv/mail"]
 
 
+def test_maildirs_under_home_stay_reachable(tmp_path):
+    services = evaluate(relay(mailboxesDir="/home/vmail/mail/x"), tmp_path)["services"]
+    for name in ("doveauth", "filtermail", "filtermail-incoming", "chatmail-expire"):
+        assert services[name]["serviceConfig"]["ProtectHome"] == "read-only", name
+
+
 # --- assertions with their messages -------------------------------------------------------------
 
 
