@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chatmaild import testmail
 from chatmaild.encryption import (
@@ -414,3 +416,46 @@ def test_oversized_fields_are_treated_as_absent():
     long_from = raw.replace(b"From: <", b"From: " + b'"x" <x@y>, ' * 2000 + b"<", 1)
     assert from_address(parse_entity(long_from)) is None
     assert from_address(parse_entity(raw)) == SENDER
+
+
+# --- robustness: no input makes the checks raise (other than MalformedMessage)
+
+VALID_MESSAGE = testmail.to_bytes(testmail.make_encrypted_message(SENDER, RECIPIENT, payload_size=300))
+
+
+def run_all_checks(raw: bytes) -> None:
+    try:
+        message = parse_entity(raw)
+    except MalformedMessage:
+        return
+    for allow_armor_headers in (False, True):
+        assert is_encrypted(message, allow_armor_headers) in (True, False)
+    assert is_securejoin_request(message) in (True, False)
+    assert is_autocrypt_setup_message(message) in (True, False)
+    assert is_mailer_daemon_report(message) in (True, False)
+    from_address(message)
+
+
+@given(st.binary(max_size=3000))
+def test_random_bytes_never_raise(raw: bytes):
+    run_all_checks(raw)
+    assert is_encrypted_packet_sequence(raw) in (True, False)
+    assert is_armored_openpgp_message(raw, True) in (True, False)
+
+
+@given(st.integers(0, len(VALID_MESSAGE) - 1), st.binary(min_size=0, max_size=8), st.integers(0, 8))
+def test_mutated_messages_never_raise(position: int, inserted: bytes, deleted: int):
+    run_all_checks(VALID_MESSAGE[:position] + inserted + VALID_MESSAGE[position + deleted :])
+
+
+@given(st.integers(0, 10_000), st.integers(0, 255))
+def test_corrupted_packet_bytes(position: int, value: int):
+    packets = make_openpgp_payload(100)
+    header_positions = {0, 1, 85, 86}  # PKESK tag and length, SEIPD tag and length
+    assert packets[85] == 0xC0 | 18
+    position %= len(packets)
+    corrupted = packets[:position] + bytes([value]) + packets[position + 1 :]
+    if position not in header_positions or corrupted == packets:
+        assert is_encrypted_packet_sequence(corrupted)  # only headers are looked at
+    else:
+        assert is_encrypted_packet_sequence(corrupted) in (True, False)
