@@ -4,7 +4,16 @@ Postfix 3.7 / Dovecot 2.3 tools of Debian (postconf, postfix check, postmap, dov
 from __future__ import annotations
 
 import glob
+import os
+import pwd
+import shutil
+import signal
+import smtplib
+import socket
+import ssl
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +163,88 @@ def test_login_map_and_header_checks_work_in_postfix(tmp_path, tls_files):
     assert postmap_query(conf, "Subject: secret plans", header_checks) == "REPLACE Subject: [...]"
     assert postmap_query(conf, "Received: from 1.2.3.4", header_checks) == "IGNORE"
     assert postmap_query(conf, "From: a@b.test", header_checks) == ""
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs a Postfix master, which needs root")
+def test_postfix_defers_when_filtermail_is_down(tls_files):
+    # A real Postfix (this host's) with the rendered config on loopback ports, no filtermail
+    # listening: relay mail on port 25 must get a temporary error, so the sender retries.
+    # Postfix's unprivileged processes must reach the queue: a directory they can traverse.
+    tmp_path = Path(tempfile.mkdtemp(prefix="chatmail-render-postfix-"))
+    tmp_path.chmod(0o755)
+    try:
+        run_postfix_without_filtermail(tmp_path, tls_files)
+    finally:
+        shutil.rmtree(tmp_path)
+
+
+def run_postfix_without_filtermail(tmp_path: Path, tls_files: dict[str, str]) -> None:
+    smtp, submission, submissions, *internal = free_ports(7)
+    params = local_params(
+        tmp_path, tls_files,
+        settings=dict(zip(["filtermail_smtp_port", "filtermail_smtp_port_incoming",
+                           "postfix_reinject_port", "postfix_reinject_port_incoming"], internal)),
+        postfixMain={"maillog_file": str(tmp_path / "maillog"),
+                     "maillog_file_prefixes": str(tmp_path),
+                     "multi_instance_name": f"postfix-render-test-{os.getpid()}",
+                     "inet_interfaces": "127.0.0.1", "inet_protocols": "ipv4"},
+        postfixMaster={"smtp_inet": {"name": f"127.0.0.1:{smtp}"},
+                       "submission": {"name": f"127.0.0.1:{submission}"},
+                       "submissions": {"name": f"127.0.0.1:{submissions}"}},
+    )
+    result = render(params, tmp_path)
+    assert postfix_diagnostics(result, tmp_path) == []
+    os.chown(result["postfixMain"]["data_directory"], pwd.getpwnam("postfix").pw_uid, -1)
+    master = subprocess.Popen(
+        ["/usr/lib/postfix/sbin/master", "-c", str(tmp_path / "postfix"), "-d"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        wait_for_port(smtp)
+        tls = ssl.create_default_context(cafile=tls_files["tlsCert"])
+        tls.check_hostname = False  # connected by address; the chain is still verified
+        with smtplib.SMTP("127.0.0.1", smtp, local_hostname="client.example.org",
+                          timeout=30) as client:
+            client.starttls(context=tls)
+            client.ehlo("client.example.org")
+            assert client.mail("sender@elsewhere.example.org")[0] == 250
+            code, message = client.rcpt(f"abcdefghi@{DOMAIN}")
+        assert code == 451, message
+        log = (tmp_path / "maillog").read_text()
+        assert f"connect to proxy filter 127.0.0.1:{internal[1]}: Connection refused" in log
+    finally:
+        # master leads its own process group (start_new_session): wait until all of it is gone.
+        os.kill(master.pid, signal.SIGTERM)
+        master.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(master.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
 
 
 # --- Postfix as data ----------------------------------------------------------------------------
