@@ -120,21 +120,35 @@ def test_three_parts_are_refused():
     assert not is_encrypted(parse_entity(raw.replace(close, extra)), False)
 
 
+def parts_of(body: bytes, boundary: str, max_parts: int, start: int = 0, end: int | None = None) -> list[bytes] | None:
+    ranges = split_multipart(body, boundary, max_parts, start, end)
+    return None if ranges is None else [body[a:b] for a, b in ranges]
+
+
 def test_split_multipart_stops_after_max_parts():
     body = b"preamble\r\n" + b"".join(b"--b\r\npart %d\r\n" % i for i in range(5)) + b"--b--\r\nepilogue"
-    assert split_multipart(body, "b", max_parts=5) == [b"part %d" % i for i in range(5)]
-    assert split_multipart(body, "b", max_parts=4) is None
-    assert split_multipart(b"--b--\r\n", "b", max_parts=2) == []
-    assert split_multipart(b"--b\r\nno close delimiter\r\n", "b", max_parts=2) is None
-    assert split_multipart(b"--bx\r\nx\r\n--bx--\r\n", "b", max_parts=2) is None  # not our boundary
-    assert split_multipart(body, "", max_parts=5) is None
+    assert parts_of(body, "b", max_parts=5) == [b"part %d" % i for i in range(5)]
+    assert parts_of(body, "b", max_parts=4) is None
+    assert parts_of(b"--b--\r\n", "b", max_parts=2) == []
+    assert parts_of(b"--b\r\nno close delimiter\r\n", "b", max_parts=2) is None
+    assert parts_of(b"--bx\r\nx\r\n--bx--\r\n", "b", max_parts=2) is None  # not our boundary
+    assert parts_of(body, "", max_parts=5) is None
+    assert parts_of(b"--b\r\n\r\n--b\r\n--b  \t\r\nlast\n--b--", "b", max_parts=5) == [b"", b"", b"last"]
+
+
+def test_split_multipart_stays_within_its_range():
+    body = b"--b\r\none\r\n--b--\r\n"
+    outer = b"--b\r\nbefore\r\n" + body + b"--b\r\nafter\r\n--b--\r\n"
+    start = outer.index(body)
+    assert parts_of(outer, "b", 5, start, start + len(body)) == [b"one"]
+    assert parts_of(outer, "b", 5, start, start + len(body) - 3) is None  # close delimiter cut off
 
 
 def test_swapped_parts_are_refused():
     raw = testmail.to_bytes(testmail.make_encrypted_message(SENDER, RECIPIENT))
     message = parse_entity(raw)
     boundary = message.param("boundary")
-    first, second = split_multipart(message.body, boundary, 2)
+    first, second = parts_of(message.body, boundary, 2)
     delimiter = f"--{boundary}".encode()
     body = delimiter + b"\r\n" + second + b"\r\n" + delimiter + b"\r\n" + first + b"\r\n" + delimiter + b"--\r\n"
     head = raw[: raw.index(b"\r\n\r\n") + 4]
@@ -214,6 +228,20 @@ def test_checksum_is_checked_for_form_not_value():
     assert encrypted_with_armor(good.replace(checksum_line, wrong_value))
     for bad in ("=abc", "=abcde", "=ab!d", "=", "==ab"):
         assert not encrypted_with_armor(good.replace(checksum_line, bad)), bad
+
+
+def test_base64_padding_is_checked():
+    payload = make_openpgp_payload(103)  # 191 bytes: the armor ends in one "="
+    good = armor(payload, checksum=False)
+    assert good.count("=") == 1 and encrypted_with_armor(good)
+    assert not encrypted_with_armor(good.replace("=", ""))
+    assert not encrypted_with_armor(good.replace("=\r\n", "=\r\nAAAA\r\n"))
+
+
+def test_long_run_of_blank_lines_after_the_armor_is_refused():
+    armored = armor(make_openpgp_payload())
+    assert encrypted_with_armor(armored + "\r\n" * 100)
+    assert not encrypted_with_armor(armored + "\r\n" * 3000)
 
 
 @pytest.mark.parametrize("line_length", [64, 76, 4, 10000])

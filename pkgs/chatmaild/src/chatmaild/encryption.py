@@ -47,6 +47,8 @@ SECUREJOIN_REQUESTS = ("vc-request", "vg-request")
 
 _ARMOR_HEADER_RE = re.compile(rb"[A-Za-z][A-Za-z0-9-]*: ")
 _ARMOR_CHECKSUM_RE = re.compile(rb"=[A-Za-z0-9+/]{4}")
+_BASE64_LINES_RE = re.compile(rb"[A-Za-z0-9+/\r\n]*(?:=[\r\n]*){0,2}")
+_MAX_ARMOR_TRAILER = 4096
 _HEADER_PARSER = BytesHeaderParser()
 
 
@@ -56,10 +58,21 @@ class MalformedMessage(ValueError):
 
 @dataclass(frozen=True)
 class Entity:
-    """A mail or a MIME part: its header fields and its undecoded body."""
+    """A mail or a MIME part: its header fields and where its undecoded body lies in ``data``.
+
+    Parts refer to the mail's buffer instead of holding copies: a 10 MB mail is never copied
+    on its way to the armor check.
+    """
 
     headers: Message
-    body: bytes
+    data: bytes
+    body_start: int
+    body_end: int
+
+    @property
+    def body(self) -> bytes:
+        """A copy of the body (for small parts)."""
+        return self.data[self.body_start : self.body_end]
 
     @property
     def content_type(self) -> str:
@@ -81,78 +94,98 @@ class Entity:
             return None
         return collapse_rfc2231_value(value)
 
+    def parts(self, max_parts: int) -> list[Entity] | None:
+        """The parts of a multipart entity (see split_multipart); None if it has none or too many."""
+        boundary = self.param("boundary")
+        if boundary is None:
+            return None
+        ranges = split_multipart(self.data, boundary, max_parts, self.body_start, self.body_end)
+        if ranges is None:
+            return None
+        try:
+            return [parse_entity(self.data, MAX_PART_HEADER_BYTES, start, end) for start, end in ranges]
+        except MalformedMessage:
+            return None
 
-def parse_entity(data: bytes, max_header_bytes: int = MAX_HEADER_BYTES) -> Entity:
-    """Split ``data`` into header fields and body; raises MalformedMessage if the header block
-    (everything before the first empty line) is longer than ``max_header_bytes``."""
-    if data.startswith(b"\r\n"):
-        return Entity(_HEADER_PARSER.parsebytes(b""), data[2:])
-    if data.startswith(b"\n"):
-        return Entity(_HEADER_PARSER.parsebytes(b""), data[1:])
-    search_end = min(len(data), max_header_bytes + 3)
-    ends = [i for i in (data.find(b"\n\r\n", 0, search_end), data.find(b"\n\n", 0, search_end)) if i >= 0]
+
+def parse_entity(
+    data: bytes, max_header_bytes: int = MAX_HEADER_BYTES, start: int = 0, end: int | None = None
+) -> Entity:
+    """Split ``data[start:end]`` into header fields and body; raises MalformedMessage if the header
+    block (everything before the first empty line) is longer than ``max_header_bytes``."""
+    end = len(data) if end is None else end
+    if data.startswith(b"\r\n", start, end):
+        return Entity(_HEADER_PARSER.parsebytes(b""), data, start + 2, end)
+    if data.startswith(b"\n", start, end):
+        return Entity(_HEADER_PARSER.parsebytes(b""), data, start + 1, end)
+    search_end = min(end, start + max_header_bytes + 3)
+    ends = [i for i in (data.find(b"\n\r\n", start, search_end), data.find(b"\n\n", start, search_end)) if i >= 0]
     if ends:
         head_end = min(ends) + 1
-        body_start = head_end + (2 if data.startswith(b"\r\n", head_end) else 1)
-    elif len(data) <= max_header_bytes:
-        head_end = body_start = len(data)
+        body_start = head_end + (2 if data.startswith(b"\r\n", head_end, end) else 1)
+    elif end - start <= max_header_bytes:
+        head_end = body_start = end
     else:
         raise MalformedMessage(f"header block longer than {max_header_bytes} bytes")
-    if head_end > max_header_bytes:
+    if head_end - start > max_header_bytes:
         raise MalformedMessage(f"header block longer than {max_header_bytes} bytes")
-    return Entity(_HEADER_PARSER.parsebytes(data[:head_end]), data[body_start:])
+    return Entity(_HEADER_PARSER.parsebytes(data[start:head_end]), data, body_start, end)
 
 
-def split_multipart(body: bytes, boundary: str, max_parts: int) -> list[bytes] | None:
-    """The raw parts of a multipart body, or None if it has no closing delimiter, more than
-    ``max_parts`` parts or an unusable boundary. Preamble and epilogue are ignored (RFC 2046)."""
+def split_multipart(
+    data: bytes, boundary: str, max_parts: int, start: int = 0, end: int | None = None
+) -> list[tuple[int, int]] | None:
+    """Where the parts of the multipart body ``data[start:end]`` lie, or None if it has no closing
+    delimiter, more than ``max_parts`` parts or an unusable boundary. Preamble and epilogue are
+    ignored (RFC 2046)."""
+    end = len(data) if end is None else end
     try:
         delimiter = b"--" + boundary.encode("ascii")
     except UnicodeEncodeError:
         return None
     if not boundary or len(boundary) > 200:
         return None
-    parts: list[bytes] = []
+    parts: list[tuple[int, int]] = []
     part_start: int | None = None
-    search_from = 0
+    search_from = start
     while True:
-        line_start = _find_delimiter_line(body, delimiter, search_from)
+        line_start = _find_delimiter_line(data, delimiter, search_from, start, end)
         if line_start is None:
             return None
         if part_start is not None:
             # the line break before a delimiter belongs to the delimiter
             part_end = line_start
-            if part_end > 0 and body[part_end - 1 : part_end] == b"\n":
-                part_end -= 2 if body[part_end - 2 : part_end] == b"\r\n" else 1
-            parts.append(body[part_start:max(part_start, part_end)])
+            if part_end > part_start and data[part_end - 1] == 0x0A:
+                part_end -= 2 if data.startswith(b"\r\n", part_end - 2) and part_end - 2 >= part_start else 1
+            parts.append((part_start, max(part_start, part_end)))
             if len(parts) > max_parts:
                 return None
         after = line_start + len(delimiter)
-        is_close = body.startswith(b"--", after)
-        line_end = body.find(b"\n", after)
-        line_end = len(body) if line_end < 0 else line_end + 1
-        if is_close:
+        if data.startswith(b"--", after, end):
             return parts
-        part_start = search_from = line_end
+        line_end = data.find(b"\n", after, end)
+        part_start = search_from = end if line_end < 0 else line_end + 1
 
 
-def _find_delimiter_line(body: bytes, delimiter: bytes, start: int) -> int | None:
-    """Index of the next line that is ``delimiter`` (optionally closing ``--``), followed only by
-    blanks up to the line end."""
-    pos = start
+def _find_delimiter_line(data: bytes, delimiter: bytes, pos: int, start: int, end: int) -> int | None:
+    """Index of the next line in ``data[pos:end]`` that is ``delimiter`` (optionally closing
+    ``--``), followed only by blanks up to the line end; ``start`` is where the body begins."""
     while True:
-        if pos == 0 and body.startswith(delimiter):
-            index = 0
+        if pos == start and data.startswith(delimiter, start, end):
+            index = start
         else:
-            found = body.find(b"\n" + delimiter, max(pos - 1, 0))
+            found = data.find(b"\n" + delimiter, max(pos - 1, start), end)
             if found < 0:
                 return None
             index = found + 1
         after = index + len(delimiter)
-        if body.startswith(b"--", after):
+        if data.startswith(b"--", after, end):
             after += 2
-        rest = body[after : after + 200].split(b"\n", 1)[0].rstrip(b"\r")
-        if not rest.strip(b" \t"):
+        # up to the line end only blanks may follow (at most 200: "transport padding")
+        line_end = data.find(b"\n", after, min(end, after + 200))
+        if line_end < 0 and end - after <= 200:
+            line_end = end
+        if line_end >= 0 and not data[after:line_end].strip(b" \t\r"):
             return index
         pos = index + 1
 
@@ -167,28 +200,23 @@ def is_encrypted(message: Entity, allow_armor_headers: bool) -> bool:
         return False
     if (message.param("protocol") or "").lower() != "application/pgp-encrypted":
         return False
-    boundary = message.param("boundary")
-    if boundary is None:
-        return False
-    parts = split_multipart(message.body, boundary, max_parts=2)
+    parts = message.parts(max_parts=2)
     if parts is None or len(parts) != 2:
         return False
-    try:
-        control = parse_entity(parts[0], MAX_PART_HEADER_BYTES)
-        encrypted = parse_entity(parts[1], MAX_PART_HEADER_BYTES)
-    except MalformedMessage:
-        return False
+    control, encrypted = parts
     return (
         control.content_type == "application/pgp-encrypted"
         and control.body.strip() == b"Version: 1"
         and encrypted.content_type == "application/octet-stream"
-        and is_armored_openpgp_message(encrypted.body, allow_armor_headers)
+        and is_armored_openpgp_message(encrypted.data, allow_armor_headers, encrypted.body_start, encrypted.body_end)
     )
 
 
-def is_armored_openpgp_message(armored: bytes, allow_armor_headers: bool) -> bool:
-    """Is ``armored`` exactly one ASCII-armored ``PGP MESSAGE`` (RFC 9580 section 6) whose base64
-    decodes strictly and whose packets pass :func:`is_encrypted_packet_sequence`?
+def is_armored_openpgp_message(
+    armored: bytes, allow_armor_headers: bool, start: int = 0, end: int | None = None
+) -> bool:
+    """Is ``armored[start:end]`` exactly one ASCII-armored ``PGP MESSAGE`` (RFC 9580 section 6)
+    of strict base64 whose packets pass :func:`is_encrypted_packet_sequence`?
 
     Blank lines after the armor are allowed, anything else before or after it is not. The CRC24
     line is optional; if present it must be well-formed, but its value is not compared: RFC 9580
@@ -196,13 +224,16 @@ def is_armored_openpgp_message(armored: bytes, allow_armor_headers: bool) -> boo
     whole check.
     """
     # Indices instead of slices: each copy of a 10 MB armor costs about as much as decoding it.
-    if not armored.startswith(ARMOR_BEGIN):
+    end = len(armored) if end is None else end
+    if not armored.startswith(ARMOR_BEGIN, start, end):
         return False
-    pos = armored.find(b"\n") + 1
-    if pos == 0 or armored[len(ARMOR_BEGIN) : pos].strip(b" \t\r\n"):
+    pos = armored.find(b"\n", start, end) + 1
+    if pos == 0 or armored[start + len(ARMOR_BEGIN) : pos].strip(b" \t\r\n"):
         return False
-    end = len(armored.rstrip(b" \t\r\n"))
-    data_end = end - len(ARMOR_END)  # where the END line starts
+    # blank lines after the END line (a few in practice; a long run of them is refused)
+    tail = armored[max(pos, end - _MAX_ARMOR_TRAILER) : end].rstrip(b" \t\r\n")
+    content_end = end - _MAX_ARMOR_TRAILER + len(tail) if end - pos > _MAX_ARMOR_TRAILER else pos + len(tail)
+    data_end = content_end - len(ARMOR_END)  # where the END line starts
     if data_end < pos or not armored.startswith(ARMOR_END, data_end) or armored[data_end - 1] != 0x0A:
         return False
 
@@ -221,11 +252,19 @@ def is_armored_openpgp_message(armored: bytes, allow_armor_headers: bool) -> boo
         if not _ARMOR_CHECKSUM_RE.fullmatch(armored, last_line_start, line_stop):
             return False
         data_stop = last_line_start
+    if not _is_strict_base64(armored, pos, data_stop):
+        return False
     try:
-        packets = binascii.a2b_base64(armored[pos:data_stop].translate(None, b"\r\n"), strict_mode=True)
-    except binascii.Error:
+        packets = binascii.a2b_base64(memoryview(armored)[pos:data_stop])
+    except binascii.Error:  # wrong padding
         return False
     return is_encrypted_packet_sequence(packets)
+
+
+def _is_strict_base64(data: bytes, start: int, end: int) -> bool:
+    """Does ``data[start:end]`` hold only base64 characters and line breaks, with "=" only at the
+    very end? Checked in place, without copying; the decoder then refuses missing padding."""
+    return end > start and _BASE64_LINES_RE.fullmatch(data, start, end) is not None
 
 
 def is_encrypted_packet_sequence(packets: bytes) -> bool:
@@ -315,16 +354,14 @@ def is_securejoin_request(message: Entity) -> bool:
         return False
     if not message.content_type.startswith("multipart/"):
         return False
-    boundary = message.param("boundary")
-    parts = None if boundary is None else split_multipart(message.body, boundary, max_parts=1)
+    parts = message.parts(max_parts=1)
     if parts is None or len(parts) != 1:
         return False
-    try:
-        part = parse_entity(parts[0], MAX_PART_HEADER_BYTES)
-    except MalformedMessage:
+    part = parts[0]
+    if part.content_type != "text/plain" or part.body_end - part.body_start > 1000:
         return False
     expected = {f"secure-join: {step}".encode() for step in SECUREJOIN_REQUESTS}
-    return part.content_type == "text/plain" and part.body.strip().lower() in expected
+    return part.body.strip().lower() in expected
 
 
 def is_autocrypt_setup_message(message: Entity) -> bool:
