@@ -11,9 +11,13 @@ Replies (upstream 1.9.0's codes and texts where clients see them):
 - ``500 Invalid from address <'…'>`` at MAIL (outgoing): envelope sender is not ``local@domain``;
 - ``500 Invalid FROM <'from'> for <'sender'>`` (outgoing): From header differs from the envelope;
 - ``523 Encryption Needed: Invalid Unencrypted Mail``: cleartext where it is not allowed;
-- ``552 …``: the mail or its header block is too large;
-- 4xx when re-injection fails (Postfix down, timeout), so the mail is retried, never dropped;
-  a refusal by Postfix is passed on with Postfix's own code and text.
+- ``552 …``: the mail (``max_message_size``) or its header block (256 KiB) is too large;
+- ``451 4.4.2 Re-injection to Postfix failed: …`` when Postfix cannot be reached or does not answer
+  in time, and ``451 4.3.0`` for an unexpected error in filtermail: the mail is retried, never
+  dropped; a refusal by Postfix is passed on with Postfix's own code and text.
+
+Rules and the exceptions to "encrypted only" are the pure functions check_outgoing/check_incoming
+below; the OpenPGP/MIME structure checks are in chatmaild.encryption.
 """
 
 from __future__ import annotations
