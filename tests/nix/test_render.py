@@ -232,8 +232,12 @@ def run_postfix_without_filtermail(tmp_path: Path, tls_files: dict[str, str]) ->
             assert client.mail("sender@elsewhere.example.org")[0] == 250
             code, message = client.rcpt(f"abcdefghi@{DOMAIN}")
         assert code == 451, message
-        log = (tmp_path / "maillog").read_text()
-        assert f"connect to proxy filter 127.0.0.1:{internal[1]}: Connection refused" in log
+        # postlogd writes the log asynchronously
+        expected = f"connect to proxy filter 127.0.0.1:{internal[1]}: Connection refused"
+        deadline = time.monotonic() + 10
+        while expected not in (tmp_path / "maillog").read_text():
+            assert time.monotonic() < deadline, (tmp_path / "maillog").read_text()
+            time.sleep(0.1)
     finally:
         # master leads its own process group (start_new_session): wait until all of it is gone.
         os.kill(master.pid, signal.SIGTERM)
