@@ -299,14 +299,6 @@ def test_master_cf_text_matches_entries(tmp_path):
     assert "\nlocal unix - n - - - local\n" in text
 
 
-def test_proxy_filter_failure_defers(tmp_path):
-    # A filtermail that is down or slow must give a temporary error, never a bounce:
-    # Postfix answers 451 when the proxy cannot be reached unless told otherwise.
-    main = render({"domain": DOMAIN}, tmp_path)["postfixMain"]
-    assert "smtpd_proxy_options" not in main
-    assert not any(k.startswith("smtpd_proxy_timeout") for k in main)
-
-
 def test_every_setting_is_changed_by_the_test(tmp_path):
     defaults = render({"domain": DOMAIN}, tmp_path)["defaults"]
     assert set(defaults) == set(CHANGED_SETTINGS)
