@@ -215,6 +215,19 @@ def test_gnupg_messages_pass():
         assert encrypted_with_armor(armored), name
 
 
+@pytest.mark.parametrize(
+    "name", ["deltachat-2.65-encrypted.eml", "deltachat-2.65-securejoin-vc-request.eml"]
+)
+def test_delta_chat_messages_pass(name: str):
+    """Real Delta Chat 2.65 output (captured from a relay's maildir): PKESK v6 / SKESK v6 and a
+    SEIPD v2 packet; core 2.x encrypts even the Secure-Join vc-request (with the QR's secret)."""
+    raw = (MAIL_DATA / name).read_bytes().replace(b"\n", b"\r\n")
+    message = parse_entity(raw)
+    assert is_encrypted(message, allow_armor_headers=False)
+    assert is_encrypted(message, allow_armor_headers=True)
+    assert from_address(message).endswith(".test")
+
+
 def test_armor_without_checksum_passes():
     assert encrypted_with_armor(armor(make_openpgp_payload(), checksum=False))
 

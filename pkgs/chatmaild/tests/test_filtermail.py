@@ -47,6 +47,14 @@ def test_outgoing_encrypted_passes(config: Config):
     assert outgoing(config, testmail.make_encrypted_message(ALICE, BOB)) is None
 
 
+def test_outgoing_delta_chat_message_passes(config: Config):
+    raw = (Path(__file__).parent / "mail-data" / "deltachat-2.65-encrypted.eml").read_bytes().replace(b"\n", b"\r\n")
+    message = parse_entity(raw)
+    assert check_outgoing(config, "pvunqxiqg@chat.test", ["k5ck4ttz1@chat2.test"], message) is None
+    forged = check_outgoing(config, ALICE, ["k5ck4ttz1@chat2.test"], message)
+    assert forged == f"500 Invalid FROM <'pvunqxiqg@chat.test'> for <{ALICE!r}>"
+
+
 def test_outgoing_cleartext_is_refused(config: Config):
     assert outgoing(config, testmail.make_plain_message(ALICE, BOB)) == ENCRYPTION_NEEDED_523
     assert ENCRYPTION_NEEDED_523 == "523 Encryption Needed: Invalid Unencrypted Mail"
