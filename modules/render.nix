@@ -29,7 +29,7 @@
 #     dovecotAuthDictConf where `dovecotAuthDictConf` (the passdb/userdb dict config) is
 #                         installed; Dovecot's passdb/userdb `args` point to it
 #                                                            "/etc/dovecot/chatmail-auth-dict.conf"
-#     tlsCert, tlsKey     PEM certificate chain and key      "/var/lib/chatmail/tls/{cert,key}.pem"
+#     tlsCert, tlsKey     PEM certificate chain and key      "/var/lib/chatmail-tls/{cert,key}.pem"
 #     caFile              CA bundle for verifying other relays (smtp_tls_CAfile)
 #                                                            "/etc/ssl/certs/ca-certificates.crt"
 #     postfixQueueDir     Postfix queue_directory; Dovecot puts its auth and LMTP sockets in
@@ -185,8 +185,8 @@ let
     mailboxesDir = "/var/lib/vmail/mail/${domain}";
     doveauthSocket = "/run/doveauth/doveauth.socket";
     dovecotAuthDictConf = "/etc/dovecot/chatmail-auth-dict.conf";
-    tlsCert = "/var/lib/chatmail/tls/cert.pem";
-    tlsKey = "/var/lib/chatmail/tls/key.pem";
+    tlsCert = "/var/lib/chatmail-tls/cert.pem";
+    tlsKey = "/var/lib/chatmail-tls/key.pem";
     caFile = "/etc/ssl/certs/ca-certificates.crt";
     postfixQueueDir = "/var/lib/postfix/queue";
     postfixUser = "postfix";

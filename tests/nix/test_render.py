@@ -262,8 +262,8 @@ def test_postfix_relay_defaults(tmp_path):
     assert main["mydestination"] == ""
     assert main["virtual_transport"] == "lmtp:unix:private/dovecot-lmtp"
     assert main["message_size_limit"] == 31457280
-    assert main["smtpd_tls_chain_files"] == ["/var/lib/chatmail/tls/key.pem",
-                                             "/var/lib/chatmail/tls/cert.pem"]
+    assert main["smtpd_tls_chain_files"] == ["/var/lib/chatmail-tls/key.pem",
+                                             "/var/lib/chatmail-tls/cert.pem"]
     assert main["smtp_tls_security_level"] == "verify"
     assert "reject_sender_login_mismatch" in main["mua_sender_restrictions"]
     assert main["inet_protocols"] == "all"
