@@ -4,8 +4,7 @@
 {
   lib,
   testers,
-  runCommand,
-  openssl,
+  callPackage,
   python3,
   chatmaild,
   chatmailModule,
@@ -25,20 +24,7 @@ let
     relay2 = "chat2.test";
   };
 
-  # Test-only keys (in the world-readable store).
-  certificates = runCommand "chatmail-test-certificates" { nativeBuildInputs = [ openssl ]; } ''
-    mkdir $out
-    cd $out
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
-      -subj "/CN=chatmail test CA" -keyout ca-key.pem -out ca.pem
-    ${lib.concatMapStrings (domain: ''
-      openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-        -subj "/CN=${domain}" -keyout ${domain}.key -out ${domain}.csr
-      printf 'subjectAltName=DNS:${domain}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n' > ${domain}.ext
-      openssl x509 -req -in ${domain}.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
-        -days 3650 -extfile ${domain}.ext -out ${domain}.pem
-    '') (lib.attrValues domains)}
-  '';
+  certificates = callPackage ./test-certificates.nix { domains = lib.attrValues domains; };
 
   relay =
     node:

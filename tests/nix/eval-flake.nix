@@ -88,6 +88,13 @@ in
         sameAsDefault = package == self.packages.${system}.default;
       };
     checkNames = lib.mapAttrs (_: check: check.name) self.checks.${system};
+    testCertificatesScript =
+      (pkgs.callPackage ../../nixos-tests/test-certificates.nix {
+        domains = [
+          "chat1.test"
+          "chat2.test"
+        ];
+      }).script;
     pytestScript = self.checks.${system}.chatmaild-pytest.script;
     tests = lib.genAttrs [ "basic" "federation" ] (
       name:

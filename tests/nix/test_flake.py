@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from typing import Any
 
 import pytest
@@ -100,3 +101,21 @@ def test_vm_tests_run_existing_scenarios(flake, test):
 def test_vm_test_scripts_are_python(flake, test):
     # The test driver runs testScript as Python; a syntax error would only show in the VM run.
     compile(flake["tests"][test]["testScript"], f"{test}.testScript", "exec")
+
+
+def test_vm_test_certificates_pass_strict_verification(flake, tmp_path):
+    # Python >= 3.13 (the VM tests' client) verifies in X509 strict mode; run the build
+    # script with this host's openssl and check the result the same way.
+    out = tmp_path / "out"
+    subprocess.run(["bash", "-euo", "pipefail", "-c", flake["testCertificatesScript"]],
+                   env={**os.environ, "out": str(out)}, cwd=tmp_path, check=True,
+                   capture_output=True, timeout=120)
+    for domain in ("chat1.test", "chat2.test"):
+        proc = subprocess.run(["openssl", "verify", "-x509_strict", "-purpose", "sslserver",
+                               "-CAfile", str(out / "ca.pem"), str(out / f"{domain}.pem")],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        text = subprocess.run(["openssl", "x509", "-in", str(out / f"{domain}.pem"), "-noout",
+                               "-ext", "subjectAltName"], capture_output=True, text=True,
+                              check=True, timeout=60).stdout
+        assert f"DNS:{domain}" in text

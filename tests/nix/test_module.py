@@ -191,6 +191,30 @@ def test_self_signed_certificate_unit(summary):
     assert f"subjectAltName=DNS:{DOMAIN}" in unit["script"]
 
 
+def test_self_signed_certificate_script_makes_a_strictly_valid_certificate(summary, tmp_path):
+    # The unit's script with this host's openssl and paths in tmp_path; clients such as
+    # Python >= 3.13 verify in X509 strict mode, as `openssl verify -x509_strict` does.
+    script = summary["services"]["chatmail-tls-selfsigned"]["script"]
+    stub_openssl = "/nix/store/00000000000000000000000000000000-openssl-3.5.0/bin/openssl"
+    assert stub_openssl in script
+    script = (script.replace(stub_openssl, "openssl")
+              .replace("/var/lib/chatmail-tls/", f"{tmp_path}/"))
+    def run_script() -> bytes:
+        subprocess.run(["bash", "-euo", "pipefail", "-c", script], check=True,
+                       capture_output=True, timeout=60)
+        return (tmp_path / "cert.pem").read_bytes()
+
+    assert run_script() == run_script()  # made once, kept afterwards
+    proc = subprocess.run(["openssl", "verify", "-x509_strict", "-purpose", "sslserver",
+                           "-CAfile", str(tmp_path / "cert.pem"), str(tmp_path / "cert.pem")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    san = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "cert.pem"), "-noout",
+                          "-ext", "subjectAltName"], capture_output=True, text=True, check=True,
+                         timeout=60).stdout
+    assert f"DNS:{DOMAIN}" in san
+
+
 def test_firewall_closed_unless_asked(tmp_path):
     assert evaluate(relay(), tmp_path)["firewallPorts"] == []
 
