@@ -8,8 +8,7 @@
 #     -E 'import ./modules/render.nix (builtins.fromJSON (builtins.readFile ./params.json))'
 #
 # (Nix 2.8 and later). Facts follow chatmail relay 1.9.0 (cmdeploy's postfix/main.cf.j2,
-# master.cf.j2, dovecot/dovecot.conf.j2, dovecot/auth.conf); left out on purpose: OpenDKIM
-# milters, IMAP METADATA / last-login dicts and Lua push notifications (no daemons for them here).
+# master.cf.j2, dovecot/dovecot.conf.j2, dovecot/auth.conf, dovecot/push_notification.lua).
 #
 # PARAMS (a plain attrset; everything JSON-able)
 #   domain        required. The mail domain, a lower-case DNS name of at least two labels;
@@ -26,6 +25,10 @@
 #     configFile          chatmail.ini location              "/etc/chatmail/chatmail.ini"
 #     mailboxesDir        maildirs, one per address          "/var/lib/vmail/mail/<domain>"
 #     doveauthSocket      doveauth's dict socket             "/run/doveauth/doveauth.socket"
+#     metadataSocket      chatmail-metadata's dict socket (IMAP METADATA, push tokens)
+#                                                            "/run/chatmail-metadata/metadata.socket"
+#     pushNotificationLua where `pushNotificationLua` (Dovecot's LMTP push script) is installed
+#                                                            "/etc/dovecot/push_notification.lua"
 #     dovecotAuthDictConf where `dovecotAuthDictConf` (the passdb/userdb dict config) is
 #                         installed; Dovecot's passdb/userdb `args` point to it
 #                                                            "/etc/dovecot/chatmail-auth-dict.conf"
@@ -40,6 +43,8 @@
 #                                LMTP and auth-worker user   "vmail", "vmail"
 #     binDir              directory holding `doveauth` and `filtermail`; null = leave the bare
 #                         program names for a PATH lookup     null
+#   pushNotificationUrl  where chatmail-metadata POSTs push notifications (chatmail-metadata
+#                 --notify-url); default: upstream's public service (result `defaultPushNotificationUrl`).
 #   postfixMain, postfixMaster, dovecot
 #                 escape hatches, merged recursively over the rendered `postfixMain`,
 #                 `postfixMaster` and `dovecot` (attrsets merge key by key, any other value
@@ -72,12 +77,18 @@
 #   dovecotConf   the same as dovecot.conf text (keys in sorted order, as nixpkgs writes them).
 #   dovecotAuthDictConf  text of the dict passdb/userdb config (to install at
 #                 paths.dovecotAuthDictConf): proxy to doveauth, keys passdb/… and userdb/….
+#   pushNotificationLua  text of the LMTP push-notification script (to install at
+#                 paths.pushNotificationLua): on a new message for someone other than its sender,
+#                 it sets /private/messagenew on the mailbox, which chatmail-metadata answers by
+#                 notifying every device token of the mailbox.
+#   defaultPushNotificationUrl  upstream's notification service (readable without params).
 #   chatmailIni   chatmail.ini text: a `[params]` section with every key of `settings`, readable
 #                 by chatmaild.config.read_config.
 #   daemons       argv lists of the chatmaild daemons (upstream command lines):
 #                 doveauth            = [ doveauth SOCKET INI ]
 #                 filtermail          = [ filtermail INI outgoing ]
 #                 filtermail-incoming = [ filtermail INI incoming ]
+#                 metadata            = [ chatmail-metadata SOCKET INI --notify-url URL ]
 #   jobs          argv lists of periodic jobs: expire = [ chatmail-expire INI --remove ]
 #                 (upstream runs it daily; it deletes by the settings delete_*_after, using the
 #                 last-login day that Dovecot's last_login plugin stores through doveauth).
@@ -180,10 +191,15 @@ let
 
   givenSettings = params.settings or { };
 
+  defaultPushNotificationUrl = "https://notifications.delta.chat/notify";
+  pushNotificationUrl = params.pushNotificationUrl or defaultPushNotificationUrl;
+
   paths = {
     configFile = "/etc/chatmail/chatmail.ini";
     mailboxesDir = "/var/lib/vmail/mail/${domain}";
     doveauthSocket = "/run/doveauth/doveauth.socket";
+    metadataSocket = "/run/chatmail-metadata/metadata.socket";
+    pushNotificationLua = "/etc/dovecot/push_notification.lua";
     dovecotAuthDictConf = "/etc/dovecot/chatmail-auth-dict.conf";
     tlsCert = "/var/lib/chatmail-tls/cert.pem";
     tlsKey = "/var/lib/chatmail-tls/key.pem";
@@ -585,7 +601,11 @@ let
     default_client_limit = 20000;
     mail_server_admin = "mailto:root@${domain}";
     mail_server_comment = "Chatmail server";
-    imap_capability = "+XCHATMAIL";
+    # XDELTAPUSH: Delta Chat clients register push tokens (SETMETADATA) only where it is offered.
+    imap_capability = "+XDELTAPUSH XCHATMAIL";
+    # IMAP METADATA (push device tokens) lives in chatmail-metadata, for IMAP and for LMTP's
+    # push script alike.
+    mail_attribute_dict = "proxy:${paths.metadataSocket}:metadata";
 
     mail_uid = paths.vmailUser;
     mail_gid = paths.vmailGroup;
@@ -622,6 +642,7 @@ let
           ]
           ++ (if settings.imap_compress then [ "imap_zlib" ] else [ ])
         );
+        imap_metadata = true;
       }
       // (
         if settings.imap_rawlog then
@@ -633,13 +654,21 @@ let
           { }
       );
 
+    # Push notifications: on delivery, the Lua script (pushNotificationLua) sets metadata.
+    "protocol lmtp".mail_plugins =
+      "$mail_plugins mail_lua notify push_notification push_notification_lua";
+
     plugin = {
+      push_notification_driver = "lua:file=${paths.pushNotificationLua}";
       zlib_save = "gz";
       imap_compress_deflate_level = 6;
       quota = "maildir:User quota";
       quota_rule = "*:storage=${toString settings.max_mailbox_size}";
       quota_max_mail_size = settings.max_message_size;
       quota_grace = 0;
+      # A full mailbox refuses delivery permanently (LMTP 552, quota_full_tempfail = no as
+      # upstream): Postfix bounces the message and this text reaches the sender.
+      quota_exceeded_message = "Quota exceeded: the mailbox of the recipient is full (limit ${toString settings.max_mailbox_size})";
       # doveauth keeps the day of each address's last login (chatmail-expire reads it).
       last_login_dict = "proxy:${paths.doveauthSocket}:lastlogin";
       last_login_precision = "s";
@@ -760,6 +789,30 @@ let
     user_key = userdb/%Eu
   '';
 
+  # Dovecot's push_notification Lua driver calls these functions (names fixed by Dovecot 2.3):
+  # the context is the recipient's mail user; a message is "new" for push purposes unless the
+  # recipient sent it to itself (another device of the same account already knows it).
+  pushNotificationLua = ''
+    -- chatmail push notifications (rendered by modules/render.nix)
+    function dovecot_lua_notify_begin_txn(user)
+      return user
+    end
+
+    function dovecot_lua_notify_event_message_new(user, event)
+      if event.from_address == user.username then
+        return
+      end
+      local mailbox = user:mailbox(event.mailbox)
+      mailbox:sync()
+      -- chatmail-metadata notifies every device token of this mailbox.
+      mailbox:metadata_set("/private/messagenew", "1")
+      mailbox:free()
+    end
+
+    function dovecot_lua_notify_end_txn(user, success)
+    end
+  '';
+
   # --- chatmail.ini --------------------------------------------------------------------------
 
   iniValue =
@@ -810,6 +863,13 @@ let
       paths.configFile
       "incoming"
     ];
+    metadata = [
+      (program "chatmail-metadata")
+      paths.metadataSocket
+      paths.configFile
+      "--notify-url"
+      pushNotificationUrl
+    ];
   };
 in
 {
@@ -825,6 +885,8 @@ in
     dovecot
     dovecotConf
     dovecotAuthDictConf
+    pushNotificationLua
+    defaultPushNotificationUrl
     chatmailIni
     daemons
     jobs

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 
 from chatmaild.config import read_config
+from chatmaild.metadata import MESSAGENEW_KEY
+from chatmaild.notifier import DEFAULT_NOTIFY_URL
 from nix_tools import NixError, render
 
 DOMAIN = "_r1.test"
@@ -358,7 +360,9 @@ def test_doveconf_catches_unknown_setting(tmp_path, tls_files):
 @pytest.mark.parametrize("settings", [{}, CHANGED_SETTINGS], ids=["defaults", "changed"])
 def test_dovecot_plugins_exist_in_debian(tmp_path, settings):
     dovecot = render({"domain": DOMAIN, "settings": settings}, tmp_path)["dovecot"]
-    plugins = (dovecot["mail_plugins"] + " " + dovecot["protocol imap"]["mail_plugins"]).split()
+    plugins = " ".join([dovecot["mail_plugins"], dovecot["protocol imap"]["mail_plugins"],
+                        dovecot["protocol lmtp"]["mail_plugins"]]).split()
+    assert {"quota", "imap_quota", "mail_lua", "push_notification_lua"} <= set(plugins)
     for plugin in (p for p in plugins if p != "$mail_plugins"):
         assert glob.glob(f"/usr/lib/dovecot/modules/lib*_{plugin}_plugin.so"), plugin
 
@@ -408,6 +412,8 @@ def test_daemon_command_lines(tmp_path):
         "doveauth": ["/opt/cm/bin/doveauth", "/run/doveauth/doveauth.socket", "/c/chatmail.ini"],
         "filtermail": ["/opt/cm/bin/filtermail", "/c/chatmail.ini", "outgoing"],
         "filtermail-incoming": ["/opt/cm/bin/filtermail", "/c/chatmail.ini", "incoming"],
+        "metadata": ["/opt/cm/bin/chatmail-metadata", "/run/chatmail-metadata/metadata.socket",
+                     "/c/chatmail.ini", "--notify-url", "https://notifications.delta.chat/notify"],
     }
     assert result["jobs"] == {
         "expire": ["/opt/cm/bin/chatmail-expire", "/c/chatmail.ini", "--remove"]}
@@ -420,6 +426,41 @@ def test_last_login_goes_to_doveauth(tmp_path):
                      tmp_path)["dovecot"]
     assert "last_login" in dovecot["protocol imap"]["mail_plugins"].split()
     assert dovecot["plugin"]["last_login_dict"] == "proxy:/run/x/auth.sock:lastlogin"
+
+
+def test_push_metadata_goes_to_chatmail_metadata(tmp_path):
+    params = {"domain": DOMAIN, "pushNotificationUrl": "http://198.18.0.2:9/n",
+              "paths": {"metadataSocket": "/run/m/m.sock", "pushNotificationLua": "/etc/p.lua",
+                        "configFile": "/c/chatmail.ini"}}
+    result = render(params, tmp_path)
+    dovecot = result["dovecot"]
+    assert dovecot["imap_capability"].split() == ["+XDELTAPUSH", "XCHATMAIL"]
+    assert dovecot["mail_attribute_dict"] == "proxy:/run/m/m.sock:metadata"
+    assert dovecot["protocol imap"]["imap_metadata"] is True
+    assert dovecot["plugin"]["push_notification_driver"] == "lua:file=/etc/p.lua"
+    assert result["daemons"]["metadata"] == [
+        "chatmail-metadata", "/run/m/m.sock", "/c/chatmail.ini",
+        "--notify-url", "http://198.18.0.2:9/n"]
+    # the script sets the key that chatmail-metadata answers with notifications
+    lua = result["pushNotificationLua"]
+    assert f'metadata_set("/private/{MESSAGENEW_KEY}"' in lua
+    for function in ("dovecot_lua_notify_begin_txn", "dovecot_lua_notify_event_message_new",
+                     "dovecot_lua_notify_end_txn"):
+        assert f"function {function}(" in lua
+    # chatmail-metadata's own default is upstream's service, and so is render's
+    assert result["defaultPushNotificationUrl"] == DEFAULT_NOTIFY_URL
+    assert render({"domain": DOMAIN}, tmp_path)["daemons"]["metadata"][-1] == DEFAULT_NOTIFY_URL
+
+
+def test_quota_follows_the_settings(tmp_path):
+    result = render({"domain": DOMAIN, "settings": {"max_mailbox_size": "300K",
+                                                    "max_message_size": 1234567}}, tmp_path)
+    plugin = result["dovecot"]["plugin"]
+    assert plugin["quota"] == "maildir:User quota"
+    assert plugin["quota_rule"] == "*:storage=300K"
+    assert plugin["quota_max_mail_size"] == 1234567
+    assert "300K" in plugin["quota_exceeded_message"]
+    assert result["postfixMain"]["message_size_limit"] == 1234567
 
 
 # --- escape hatches and problems ----------------------------------------------------------------
