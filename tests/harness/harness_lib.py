@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import subprocess
 import sys
 import tempfile
@@ -54,3 +56,13 @@ def harness_state_dir() -> Path:
     state = Path(tempfile.mkdtemp(prefix="chatmail-harness-", dir="/var/tmp"))
     state.chmod(0o755)
     return state
+
+
+def load_local_relay():
+    """scripts/local-relay as a module (its file name has no .py)."""
+    loader = importlib.machinery.SourceFileLoader("local_relay", str(LOCAL_RELAY))
+    spec = importlib.util.spec_from_loader("local_relay", loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["local_relay"] = module  # dataclasses look their module up there
+    loader.exec_module(module)
+    return module

@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
-import sys
-
 import pytest
 
-from harness_lib import LOCAL_RELAY
-
-
-def load_local_relay():
-    loader = importlib.machinery.SourceFileLoader("local_relay", str(LOCAL_RELAY))
-    spec = importlib.util.spec_from_loader("local_relay", loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["local_relay"] = module  # dataclasses look their module up there
-    loader.exec_module(module)
-    return module
+from harness_lib import load_local_relay
 
 
 lr = load_local_relay()
@@ -66,7 +53,8 @@ def test_dnsmasq_records_answer_only_relay_names() -> None:
 
 def test_certificate_names_cover_what_clients_try() -> None:
     assert lr.certificate_names("_r1.test") == ["_r1.test", "imap._r1.test", "smtp._r1.test",
-                                               "mail._r1.test"]
+                                               "mail._r1.test", "autoconfig._r1.test",
+                                               "mta-sts._r1.test", "www._r1.test"]
 
 
 def test_hosts_file_maps_the_host_name() -> None:
@@ -88,3 +76,17 @@ def test_prefix_choice() -> None:
     assert lr.pick_prefix("t1-", {"cm-hub"}) == "t1-"
     with pytest.raises(lr.HarnessError):
         lr.pick_prefix("Bad_Prefix", set())
+
+
+def test_settings_from_the_command_line() -> None:
+    assert lr.parse_settings(["max_mailbox_size=100K", "max_user_send_burst_size=3",
+                              "passthrough_senders=[\"a@b.test\"]", "imap_rawlog=true"]) == {
+        "max_mailbox_size": "100K", "max_user_send_burst_size": 3,
+        "passthrough_senders": ["a@b.test"], "imap_rawlog": True}
+    for bad in ("max_mailbox_size", "=1", "Bad-Key=1"):
+        with pytest.raises(lr.HarnessError):
+            lr.parse_settings([bad])
+
+
+def test_push_notifications_go_to_the_client_namespace() -> None:
+    assert lr.DEFAULT_NOTIFY_URL.startswith(f"http://{lr.CLIENT_ADDRESS}:")
