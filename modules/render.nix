@@ -89,6 +89,10 @@
 #                 filtermail          = [ filtermail INI outgoing ]
 #                 filtermail-incoming = [ filtermail INI incoming ]
 #                 metadata            = [ chatmail-metadata SOCKET INI --notify-url URL ]
+#   discovery     nginx (HTTPS site: autoconfig, MTA-STS, /new, index; port 80; ALPN on 443),
+#                 the files it serves, OpenDKIM, the chatmail-newemail argv: see
+#                 render-discovery.nix, which also documents params.discovery and its paths.
+#                 Its milter options are part of master.cf's reinject services.
 #   jobs          argv lists of periodic jobs: expire = [ chatmail-expire INI --remove ]
 #                 (upstream runs it daily; it deletes by the settings delete_*_after, using the
 #                 last-login day that Dovecot's last_login plugin stores through doveauth).
@@ -517,10 +521,14 @@ let
       chroot = false;
       maxproc = 100;
       command = "smtpd";
-      args = opts {
-        syslog_name = "postfix/reinject";
-        cleanup_service_name = "authclean";
-      };
+      # DKIM-signed on the way out (render-discovery.nix, milter.sign).
+      args = opts (
+        {
+          syslog_name = "postfix/reinject";
+          cleanup_service_name = "authclean";
+        }
+        // discovery.milter.sign
+      );
     };
     reinject_incoming = {
       name = smtpdProxy settings.postfix_reinject_port_incoming;
@@ -529,7 +537,8 @@ let
       chroot = false;
       maxproc = 100;
       command = "smtpd";
-      args = opts { syslog_name = "postfix/reinject_incoming"; };
+      # DKIM-verified on the way in (render-discovery.nix, milter.verify).
+      args = opts ({ syslog_name = "postfix/reinject_incoming"; } // discovery.milter.verify);
     };
     authclean = {
       private = false;
@@ -840,6 +849,16 @@ let
 
   program = name: if paths.binDir == null then name else "${paths.binDir}/${name}";
 
+  # nginx (autoconfig, MTA-STS, /new, ALPN on 443) and OpenDKIM; documented in that file.
+  discovery = import ./render-discovery.nix {
+    inherit
+      domain
+      settings
+      params
+      program
+      ;
+  };
+
   # Periodic jobs (upstream: chatmail-expire daily at 00:02).
   jobs.expire = [
     (program "chatmail-expire")
@@ -890,6 +909,7 @@ in
     chatmailIni
     daemons
     jobs
+    discovery
     ;
   ports = {
     public = publicPorts;

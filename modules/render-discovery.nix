@@ -1,0 +1,415 @@
+# render-discovery.nix — what makes a relay findable and its mail deliverable, builtins only:
+# the nginx configuration (HTTPS site with autoconfig, MTA-STS, /new and the index page; port 80
+# redirect and ACME challenge; ALPN multiplexing of port 443), the files nginx serves, and the
+# OpenDKIM configuration. render.nix calls this and returns the result as its `discovery` field;
+# its header documents the params (`discovery`, `paths.*` below). Facts from chatmail relay
+# 1.9.0 (cmdeploy nginx/nginx.conf.j2, opendkim/opendkim.conf, postfix/master.cf.j2).
+#
+# INPUT  { domain, settings, params, program } (program: name -> path of a chatmaild program)
+#
+# params.discovery (every field optional):
+#   alpn            multiplex port 443 by TLS ALPN (nginx stream + ssl_preread): "imap" -> 993,
+#                   "smtp" -> 465, anything else -> the HTTPS site on httpsPort      true
+#   httpsPort       loopback port of the HTTPS site when alpn is on                   8443
+#   newemailPort    loopback port of `chatmail-newemail --listen`                     3691
+#   dkimSelector    DKIM selector (DNS name <selector>._domainkey.<domain>)           "opendkim"
+#   nginxModulesDir directory of dynamic nginx modules; when set, the complete config loads
+#                   ngx_stream_module.so from it (Debian); null = stream is built in  null
+#   opendkimSettings  opendkim.conf keys merged over the rendered ones (e.g. Nameservers) { }
+# params.paths (discovery fields; defaults = the NixOS layout):
+#   wwwDir          the site's root, holding the `www` files             "/var/lib/chatmail-www"
+#   acmeChallengeDir  HTTP-01 challenge root (security.acme webroot) "/var/lib/acme/acme-challenge"
+#   dkimKeyDir      <selector>.private (generated on first start)    "/var/lib/opendkim/keys"
+#   opendkimSocket  the milter socket Postfix connects to            "/run/opendkim/opendkim.sock"
+#   nginxRunDir     pid and temporary files of the complete config   "/run/nginx"
+#   nginxLogDir     access.log and error.log of the complete config  "/var/log/nginx"
+#
+# RESULT
+#   paths       the effective discovery paths above
+#   www         files to install under paths.wwwDir: relative path -> text
+#               (index.html, .well-known/autoconfig/mail/config-v1.1.xml, .well-known/mta-sts.txt)
+#   nginx       servers   list of { name, serverNames, listen = [ { addr, port, ssl } ], root,
+#                         locations = { "<location>" = "directives"; } } (the HTTP side, in the
+#                         shape of services.nginx.virtualHosts)
+#               httpConfig  the servers as nginx text (with ssl_certificate lines)
+#               streamConfig  the ALPN multiplexer ("" when alpn is off)
+#               conf      a complete nginx.conf (pid, logs, temp paths under nginxRunDir/LogDir)
+#   opendkim    selector, keyFile, socket, domains ("csl:<domain>"),
+#               settings  opendkim.conf keys besides Domain/KeyFile/Selector/Socket (which
+#                         nixpkgs' services.opendkim passes on the command line)
+#               extraConf the settings as text; conf = complete opendkim.conf (all keys)
+#   milter      Postfix smtpd options: sign = on the outgoing reinject service, verify = on the
+#               incoming one (both talk to the same OpenDKIM; the daemon name decides)
+#   newemail    argv: chatmail-newemail INI --listen 127.0.0.1:<newemailPort>
+#   ports       { https = 443; http = 80; httpsInternal; newemail }
+{
+  domain,
+  settings,
+  params,
+  program,
+}:
+let
+  inherit (builtins)
+    attrNames
+    concatStringsSep
+    elemAt
+    toString
+    ;
+
+  options = {
+    alpn = true;
+    httpsPort = 8443;
+    newemailPort = 3691;
+    dkimSelector = "opendkim";
+    nginxModulesDir = null;
+    opendkimSettings = { };
+  }
+  // (params.discovery or { });
+
+  given = params.paths or { };
+  paths = {
+    wwwDir = given.wwwDir or "/var/lib/chatmail-www";
+    acmeChallengeDir = given.acmeChallengeDir or "/var/lib/acme/acme-challenge";
+    dkimKeyDir = given.dkimKeyDir or "/var/lib/opendkim/keys";
+    opendkimSocket = given.opendkimSocket or "/run/opendkim/opendkim.sock";
+    nginxRunDir = given.nginxRunDir or "/run/nginx";
+    nginxLogDir = given.nginxLogDir or "/var/log/nginx";
+  };
+  tlsCert = given.tlsCert or "/var/lib/chatmail-tls/cert.pem";
+  tlsKey = given.tlsKey or "/var/lib/chatmail-tls/key.pem";
+  configFile = given.configFile or "/etc/chatmail/chatmail.ini";
+  ipv6 = !(settings.disable_ipv6 or false);
+
+  # --- served files -------------------------------------------------------------------------
+
+  # Byte for byte what chatmaild.autoconfig.render_autoconfig writes (tests/nix compares them):
+  # IMAP servers before SMTP ones, port 443 last in each when ALPN multiplexing is on.
+  mailServers =
+    [
+      [ "imap" 993 "SSL" ]
+      [ "imap" 143 "STARTTLS" ]
+    ]
+    ++ (if options.alpn then [ [ "imap" 443 "SSL" ] ] else [ ])
+    ++ [
+      [ "smtp" 465 "SSL" ]
+      [ "smtp" 587 "STARTTLS" ]
+    ]
+    ++ (if options.alpn then [ [ "smtp" 443 "SSL" ] ] else [ ]);
+
+  serverXml =
+    server:
+    let
+      protocol = elemAt server 0;
+      tag = if protocol == "imap" then "incomingServer" else "outgoingServer";
+    in
+    ''
+      <${tag} type="${protocol}">
+        <hostname>${domain}</hostname>
+        <port>${toString (elemAt server 1)}</port>
+        <socketType>${elemAt server 2}</socketType>
+        <authentication>password-cleartext</authentication>
+        <username>%EMAILADDRESS%</username>
+      </${tag}>
+    '';
+
+  indent =
+    prefix: text:
+    concatStringsSep "\n" (
+      map (line: if line == "" then "" else prefix + line) (
+        builtins.filter builtins.isString (builtins.split "\n" text)
+      )
+    );
+
+  autoconfigXml = ''
+    <?xml version="1.0" encoding="UTF-8"?>
+    <clientConfig version="1.1">
+      <emailProvider id="${domain}">
+        <domain>${domain}</domain>
+        <displayName>${domain} chatmail</displayName>
+        <displayShortName>${domain}</displayShortName>
+    ${indent "    " (concatStringsSep "" (map serverXml mailServers))}  </emailProvider>
+    </clientConfig>
+  '';
+
+  # RFC 8461; the same text as chatmaild.autoconfig.render_mta_sts_policy.
+  mtaStsPolicy = ''
+    version: STSv1
+    mode: enforce
+    mx: ${domain}
+    max_age: 2419200
+  '';
+
+  newAccountUrl = "dcaccount:https://${domain}/new";
+
+  indexHtml = ''
+    <!DOCTYPE html>
+    <html lang="en">
+    <head>
+    <meta charset="utf-8">
+    <meta name="viewport" content="width=device-width, initial-scale=1">
+    <title>${domain} chatmail relay</title>
+    </head>
+    <body>
+    <h1>${domain}</h1>
+    <p>A chatmail relay for <a href="https://delta.chat">Delta Chat</a>.</p>
+    <p><a href="${newAccountUrl}">Get an account on ${domain}</a>: open this link on a device
+    with Delta Chat, or scan it as a QR code (the text <code>${newAccountUrl}</code>).</p>
+    </body>
+    </html>
+  '';
+
+  www = {
+    "index.html" = indexHtml;
+    ".well-known/autoconfig/mail/config-v1.1.xml" = autoconfigXml;
+    ".well-known/mta-sts.txt" = mtaStsPolicy;
+  };
+
+  # --- nginx --------------------------------------------------------------------------------
+
+  listenAll =
+    port: ssl:
+    [
+      {
+        addr = "0.0.0.0";
+        inherit port ssl;
+      }
+    ]
+    ++ (
+      if ipv6 then
+        [
+          {
+            addr = "[::]";
+            inherit port ssl;
+          }
+        ]
+      else
+        [ ]
+    );
+
+  httpsListen =
+    if options.alpn then
+      [
+        {
+          addr = "127.0.0.1";
+          port = options.httpsPort;
+          ssl = true;
+        }
+      ]
+    else
+      listenAll 443 true;
+
+  newemailProxy = "proxy_pass http://127.0.0.1:${toString options.newemailPort};\n";
+  xmlType = "default_type application/xml;\n";
+
+  servers = [
+    {
+      # Port 80: only the ACME challenge, everything else to HTTPS.
+      name = "${domain}-http";
+      serverNames = [
+        domain
+        "autoconfig.${domain}"
+        "mta-sts.${domain}"
+        "www.${domain}"
+      ];
+      listen = listenAll 80 false;
+      root = null;
+      locations = {
+        "/.well-known/acme-challenge/" = "root ${paths.acmeChallengeDir};\n";
+        "/" = "return 301 https://$host$request_uri;\n";
+      };
+    }
+    {
+      name = domain;
+      serverNames = [
+        domain
+        "www.${domain}"
+      ];
+      listen = httpsListen;
+      root = paths.wwwDir;
+      locations = {
+        "/" = "index index.html;\ntry_files $uri $uri/ =404;\n";
+        "= /.well-known/autoconfig/mail/config-v1.1.xml" = xmlType;
+        "= /.well-known/mta-sts.txt" = "default_type text/plain;\n";
+        # chatmail-newemail answers GET with the dcaccount: redirect itself, POST with JSON.
+        "= /new" = newemailProxy;
+        # the URL of early printed QR codes
+        "= /cgi-bin/newemail.py" = newemailProxy;
+      };
+    }
+    {
+      # Thunderbird's (and Delta Chat's) first try: https://autoconfig.<domain>/mail/config-v1.1.xml
+      name = "autoconfig.${domain}";
+      serverNames = [ "autoconfig.${domain}" ];
+      listen = httpsListen;
+      root = paths.wwwDir;
+      locations = {
+        "= /mail/config-v1.1.xml" = xmlType + "try_files /.well-known/autoconfig/mail/config-v1.1.xml =404;\n";
+        "/" = "return 404;\n";
+      };
+    }
+    {
+      name = "mta-sts.${domain}";
+      serverNames = [ "mta-sts.${domain}" ];
+      listen = httpsListen;
+      root = paths.wwwDir;
+      locations = {
+        "= /.well-known/mta-sts.txt" = "default_type text/plain;\n";
+        "/" = "return 404;\n";
+      };
+    }
+  ];
+
+  listenLine =
+    l:
+    "listen ${if l.addr == "0.0.0.0" then "" else "${l.addr}:"}${toString l.port}${
+      if l.ssl then " ssl" else ""
+    };\n";
+
+  serverText =
+    server:
+    let
+      ssl = builtins.any (l: l.ssl) server.listen;
+    in
+    "server {\n"
+    + indent "  " (
+      concatStringsSep "" (map listenLine server.listen)
+      + "server_name ${concatStringsSep " " server.serverNames};\n"
+      + (if server.root == null then "" else "root ${server.root};\n")
+      + (if ssl then "ssl_certificate ${tlsCert};\nssl_certificate_key ${tlsKey};\n" else "")
+      + concatStringsSep "" (
+        map (
+          location:
+          "location ${location} {\n" + indent "  " server.locations.${location} + "}\n"
+        ) (attrNames server.locations)
+      )
+    )
+    + "}\n";
+
+  httpConfig = concatStringsSep "" (map serverText servers);
+
+  streamConfig =
+    if options.alpn then
+      ''
+        map $ssl_preread_alpn_protocols $chatmail_alpn_upstream {
+          ~\bimap\b 127.0.0.1:993;
+          ~\bsmtp\b 127.0.0.1:465;
+          default 127.0.0.1:${toString options.httpsPort};
+        }
+        server {
+          listen 443;
+        ${if ipv6 then "  listen [::]:443;\n" else ""}  ssl_preread on;
+          proxy_pass $chatmail_alpn_upstream;
+        }
+      ''
+    else
+      "";
+
+  nginxConf =
+    (
+      if options.nginxModulesDir == null || !options.alpn then
+        ""
+      else
+        "load_module ${options.nginxModulesDir}/ngx_stream_module.so;\n"
+    )
+    + ''
+      worker_processes auto;
+      pid ${paths.nginxRunDir}/nginx.pid;
+      error_log ${paths.nginxLogDir}/error.log;
+      events {
+        worker_connections 1024;
+      }
+    ''
+    + (if options.alpn then "stream {\n${indent "  " streamConfig}}\n" else "")
+    + ''
+      http {
+        server_tokens off;
+        default_type application/octet-stream;
+        access_log ${paths.nginxLogDir}/access.log;
+        client_body_temp_path ${paths.nginxRunDir}/client_body;
+        proxy_temp_path ${paths.nginxRunDir}/proxy;
+        fastcgi_temp_path ${paths.nginxRunDir}/fastcgi;
+        uwsgi_temp_path ${paths.nginxRunDir}/uwsgi;
+        scgi_temp_path ${paths.nginxRunDir}/scgi;
+        ssl_protocols TLSv1.2 TLSv1.3;
+      ${indent "  " httpConfig}}
+    '';
+
+  # --- OpenDKIM -----------------------------------------------------------------------------
+
+  selector = options.dkimSelector;
+  keyFile = "${paths.dkimKeyDir}/${selector}.private";
+
+  opendkimSettings = {
+    Canonicalization = "relaxed/simple";
+    # Sign Autocrypt and Content-Type too; oversign the headers a forger would add a second
+    # copy of (upstream's list).
+    SignHeaders = "*,+autocrypt,+content-type";
+    OversignHeaders = "from,reply-to,subject,date,to,cc,resent-date,resent-from,resent-sender,resent-to,resent-cc,in-reply-to,references,list-id,list-help,list-unsubscribe,list-subscribe,list-post,list-owner,list-archive,autocrypt";
+    # Sign what Postfix's outgoing reinject service hands over (daemon name ORIGINATING), verify
+    # everything else. Every milter client is 127.0.0.1 (filtermail re-injects), so no host is
+    # "internal" (the default 127.0.0.1 would sign incoming mail instead of verifying it).
+    MTA = "ORIGINATING";
+    InternalHosts = "/dev/null";
+    # Incoming mail must carry a valid signature (upstream rejects the same cases).
+    On-BadSignature = "reject";
+    On-KeyNotFound = "reject";
+    On-NoSignature = "reject";
+    AuthservID = domain;
+    DNSTimeout = 60;
+    # Postfix (group opendkim) connects to the socket.
+    UMask = "007";
+  }
+  // options.opendkimSettings;
+
+  settingsText =
+    attrs: concatStringsSep "" (map (k: "${k} ${toString attrs.${k}}\n") (attrNames attrs));
+
+  opendkimConf = settingsText (
+    opendkimSettings
+    // {
+      Domain = domain;
+      Selector = selector;
+      KeyFile = keyFile;
+      Socket = "local:${paths.opendkimSocket}";
+    }
+  );
+
+  milterSocket = "unix:${paths.opendkimSocket}";
+in
+{
+  inherit paths www;
+  nginx = {
+    inherit servers httpConfig streamConfig;
+    conf = nginxConf;
+  };
+  opendkim = {
+    inherit selector keyFile;
+    socket = paths.opendkimSocket;
+    domains = "csl:${domain}";
+    settings = opendkimSettings;
+    extraConf = settingsText opendkimSettings;
+    conf = opendkimConf;
+  };
+  milter = {
+    sign = {
+      smtpd_milters = milterSocket;
+      milter_macro_daemon_name = "ORIGINATING";
+    };
+    verify = {
+      smtpd_milters = milterSocket;
+      milter_macro_daemon_name = "INCOMING";
+    };
+  };
+  newemail = [
+    (program "chatmail-newemail")
+    configFile
+    "--listen"
+    "127.0.0.1:${toString options.newemailPort}"
+  ];
+  ports = {
+    https = 443;
+    http = 80;
+    httpsInternal = options.httpsPort;
+    newemail = options.newemailPort;
+  };
+}
