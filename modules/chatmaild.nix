@@ -1,4 +1,5 @@
-# chatmaild: chatmail.ini, the vmail user and the doveauth / filtermail services.
+# chatmaild: chatmail.ini, the vmail user and the doveauth / filtermail / chatmail-metadata
+# services.
 { config, lib, ... }:
 
 let
@@ -109,6 +110,19 @@ in
       # Postfix's before-queue filters: outgoing from submission, incoming from port 25.
       filtermail = daemonService "chatmail filter for outgoing mail (filtermail)" daemons.filtermail loopbackOnly;
       filtermail-incoming = daemonService "chatmail filter for incoming mail (filtermail)" daemons.filtermail-incoming loopbackOnly;
+      # IMAP METADATA for Dovecot (push tokens, in the maildirs) and the push notifications
+      # themselves: HTTPS to services.chatmail.pushNotificationUrl.
+      chatmail-metadata = daemonService "chatmail push notifications (chatmail-metadata)" daemons.metadata {
+        ReadWritePaths = [ paths.mailboxesDir ];
+        RestrictAddressFamilies = [
+          "AF_UNIX"
+          "AF_INET"
+          "AF_INET6"
+        ];
+        # Its socket, for Dovecot's imap and lmtp processes (user vmail).
+        RuntimeDirectory = baseNameOf (dirOf paths.metadataSocket);
+        RuntimeDirectoryMode = "0750";
+      };
 
       # Deletes old messages and inactive accounts (settings delete_*_after).
       chatmail-expire = {

@@ -80,6 +80,8 @@ let
       configFile = "/etc/chatmail/chatmail.ini";
       mailboxesDir = cfg.mailboxesDir;
       doveauthSocket = "/run/doveauth/doveauth.socket";
+      metadataSocket = "/run/chatmail-metadata/metadata.socket";
+      pushNotificationLua = "/etc/dovecot/push_notification.lua";
       dovecotAuthDictConf = "/etc/dovecot/chatmail-auth-dict.conf";
       tlsCert = tlsFiles.cert;
       tlsKey = tlsFiles.key;
@@ -91,6 +93,14 @@ let
       vmailUser = "vmail";
       vmailGroup = "vmail";
       binDir = "${cfg.package}/bin";
+    };
+    inherit (cfg) pushNotificationUrl;
+    # nginx and OpenDKIM (render-discovery.nix; options in nginx.nix and dkim.nix)
+    discovery = {
+      alpn = cfg.nginx.alpnMultiplexing;
+      inherit (cfg.nginx) httpsPort newemailPort;
+      dkim = cfg.dkim.enable;
+      dkimSelector = cfg.dkim.selector;
     };
     postfixMain = cfg.postfix.main;
     postfixMaster = cfg.postfix.master;
@@ -117,6 +127,8 @@ in
     ./chatmaild.nix
     ./tls.nix
     ./firewall.nix
+    ./nginx.nix
+    ./dkim.nix
   ];
 
   options.services.chatmail = {
@@ -174,6 +186,19 @@ in
       default = "/var/lib/vmail/mail/${cfg.domain}";
       defaultText = lib.literalExpression ''"/var/lib/vmail/mail/''${config.services.chatmail.domain}"'';
       description = "Directory of the maildirs, one per address (the ini's `mailboxes_dir`).";
+    };
+
+    pushNotificationUrl = mkOption {
+      type = types.str;
+      default = (render { }).defaultPushNotificationUrl;
+      defaultText = lib.literalExpression ''"https://notifications.delta.chat/notify"'';
+      example = "https://push.example.org/notify";
+      description = ''
+        Where `chatmail-metadata` POSTs a push notification (the device token a Delta Chat
+        client stored with IMAP `SETMETADATA`, as the body) when a message arrives for that
+        mailbox; failed requests are retried with back-off for up to 5 hours. The default is
+        Delta Chat's notification service, as upstream chatmail relays use.
+      '';
     };
 
     openFirewall = mkOption {

@@ -17,8 +17,9 @@ in
     services.dovecot2 = {
       enable = true;
       # The configuration is Dovecot 2.3's (upstream chatmail runs 2.3); nixpkgs 26.05 defaults
-      # to 2.4, whose configuration language differs.
-      package = lib.mkDefault pkgs.dovecot_2_3;
+      # to 2.4, whose configuration language differs. nixpkgs builds it without Lua; the LMTP
+      # push-notification script needs the mail_lua and push_notification_lua plugins.
+      package = lib.mkDefault (pkgs.dovecot_2_3.override { withLua = true; });
       # Accounts come from doveauth (passdb/userdb dict), not from PAM or /etc/passwd.
       enablePAM = false;
       # vmail is created by chatmaild.nix.
@@ -37,5 +38,7 @@ in
 
     # At paths.dovecotAuthDictConf (default.nix), where passdb/userdb `args` point.
     environment.etc."dovecot/chatmail-auth-dict.conf".text = cfg.rendered.dovecotAuthDictConf;
+    # At paths.pushNotificationLua (default.nix), where push_notification_driver points.
+    environment.etc."dovecot/push_notification.lua".text = cfg.rendered.pushNotificationLua;
   };
 }

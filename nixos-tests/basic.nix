@@ -1,5 +1,6 @@
 # One relay with a self-signed certificate and a client: account creation on first login,
-# wrong passwords, the encryption rule, delivery, the sender check and the nocreate switch.
+# wrong passwords, the encryption rule, delivery, the sender check, the nocreate switch, one push
+# notification (to a fake notification service on the client) and one full mailbox.
 {
   lib,
   testers,
@@ -19,18 +20,34 @@ let
   };
   domain = "chat1.test";
   domains.server = domain;
+  pushPort = 9910;
+  mailboxLimitKiB = 1000;
 in
 testers.runNixOSTest {
   name = "chatmail-basic";
 
-  nodes.server = common.relay {
-    inherit domain domains;
-    extraConfig.services.chatmail.tls.mode = "selfSigned";
+  nodes.server =
+    { nodes, ... }:
+    {
+      imports = [
+        (common.relay {
+          inherit domain domains;
+          extraConfig.services.chatmail = {
+            tls.mode = "selfSigned";
+            pushNotificationUrl = "http://${nodes.client.networking.primaryIPAddress}:${toString pushPort}/notify";
+            settings.max_mailbox_size = "${toString mailboxLimitKiB}K";
+          };
+        })
+      ];
+    };
+  nodes.client = {
+    imports = [ (common.client { inherit domains; }) ];
+    networking.firewall.allowedTCPPorts = [ pushPort ];
   };
-  nodes.client = common.client { inherit domains; };
 
   testScript = ''
     ${common.driverHelpers}
+    import json
 
     start_all()
     wait_for_relay(server)
@@ -49,8 +66,44 @@ testers.runNixOSTest {
         print(scenario("nocreate.py check", "--domain ${domain}", accounts, ca))
         server.succeed("rm /etc/chatmail-nocreate")
 
+    def mailbox(*args):
+        output = client.succeed(
+            "python3 ${common.scenarioDir}/mailbox.py --domain ${domain} --ca /tmp/relay-ca.pem"
+            " --helo ${common.clientFqdn} " + " ".join(args))
+        return json.loads(output.splitlines()[-1])
+
+    with subtest("push: token set over IMAP METADATA, notification POSTed on delivery"):
+        client.succeed(
+            "systemd-run --unit fake-push python3 ${common.scenarioDir}/mailbox.py"
+            " notify-endpoint --port ${toString pushPort} --record /tmp/push.jsonl")
+        client.wait_for_open_port(${toString pushPort})
+        alice, bob = ("pushalice@${domain}", "alicepass1"), ("pushbob01@${domain}", "bobpass01")
+        mailbox("inbox", *bob)
+        capabilities = mailbox("set-token", *alice, "vm-token-1")["capabilities"]
+        assert "XDELTAPUSH" in capabilities, capabilities
+        assert mailbox("send", *bob, alice[0])["replies"][0]["code"] == 250
+        client.wait_until_succeeds("grep -q vm-token-1 /tmp/push.jsonl", timeout=30)
+        assert "vm-token-1" in mailbox("get-tokens", *alice)["metadata"]
+
+    with subtest("quota: a full mailbox bounces, GETQUOTAROOT shows the limit"):
+        full, sender = ("quotafull@${domain}", "quotapass1"), ("quotasend@${domain}", "sendpass1")
+        mailbox("inbox", *full)
+        mailbox("inbox", *sender)
+        # three messages of a third of the quota each (armored): the third does not fit
+        size = str(${toString mailboxLimitKiB} * 1024 // 4)
+        replies = mailbox("send", *sender, full[0], "--count 3 --size", size)["replies"]
+        assert [r["code"] for r in replies] == [250] * 3, replies
+        def bounced(_):
+            inbox = mailbox("inbox", *sender)
+            return any("Quota exceeded" in body for body in inbox["bodies"])
+        retry(bounced, timeout=30)
+        inbox = mailbox("inbox", *full)
+        assert len(inbox["messages"]) == 2, inbox["messages"]
+        (storage,) = [q for q in inbox["quotas"] if q["resource"] == "STORAGE"]
+        assert storage["limit"] == ${toString mailboxLimitKiB}, storage
+
     with subtest("killed daemons come back (Restart=always)"):
-        for unit in ("doveauth", "filtermail", "filtermail-incoming"):
+        for unit in ("doveauth", "filtermail", "filtermail-incoming", "chatmail-metadata"):
             pid = server.succeed(f"systemctl show -P MainPID {unit}.service").strip()
             server.succeed(f"systemctl kill --signal=SIGKILL {unit}.service")
             server.wait_until_succeeds(

@@ -1,12 +1,12 @@
-"""Client side of tests/harness/test_mailbox_lifecycle.py, run in the client namespace.
+"""Mailbox steps for tests that check the results themselves (tests/harness/test_mailbox_lifecycle.py,
+nixos-tests/basic.nix): each subcommand does one thing against a relay and prints its findings as
+one JSON object.
 
-Each subcommand does one thing against a relay and prints its findings as one JSON object:
-
-    mailbox_client.py --domain D --ca CA set-token ADDR PASSWORD TOKEN
-    mailbox_client.py --domain D --ca CA get-tokens ADDR PASSWORD
-    mailbox_client.py --domain D --ca CA inbox ADDR PASSWORD        (message ids, quota root)
-    mailbox_client.py --domain D --ca CA send ADDR PASSWORD TO [--count N] [--size BYTES]
-    mailbox_client.py notify-endpoint --port P --record FILE        (fake notification service)
+    mailbox.py --domain D [--ca F] [--helo H] set-token ADDR PASSWORD TOKEN
+    mailbox.py --domain D [--ca F] [--helo H] get-tokens ADDR PASSWORD
+    mailbox.py --domain D [--ca F] [--helo H] inbox ADDR PASSWORD     (messages, quota)
+    mailbox.py --domain D [--ca F] [--helo H] send ADDR PASSWORD TO [--count N] [--size BYTES]
+    mailbox.py notify-endpoint --port P --record FILE                 (fake notification service)
 
 `send` submits N encrypted messages on one authenticated connection and reports each reply;
 `notify-endpoint` answers every POST with 200 and appends {"path", "body"} to FILE (one JSON
@@ -22,10 +22,8 @@ import smtplib
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "nixos-tests" / "scenarios"))
-
-from chatmaild import testmail  # noqa: E402
-from scenario_lib import Account, Relay, imap_login, smtp_connect  # noqa: E402
+from chatmaild import testmail
+from scenario_lib import Account, Relay, imap_login, relay_arguments, smtp_connect
 
 TOKEN_KEY = "/private/devicetoken"
 
@@ -109,7 +107,7 @@ def send(relay: Relay, account: Account, to: str, count: int, size: int) -> dict
 class RecordingHandler(http.server.BaseHTTPRequestHandler):
     record: Path
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length).decode()
         with open(self.record, "a") as out:
@@ -132,7 +130,7 @@ def notify_endpoint(port: int, record: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--domain")
-    parser.add_argument("--ca")
+    relay_arguments(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("set-token", "get-tokens", "inbox", "send"):
         command = commands.add_parser(name)
@@ -152,7 +150,7 @@ def main() -> int:
     if args.command == "notify-endpoint":
         notify_endpoint(args.port, args.record)
         return 0
-    relay = Relay(args.domain, args.ca)
+    relay = Relay(args.domain, args.ca, args.helo)
     account = Account(args.addr, args.password)
     if args.command == "set-token":
         result = set_token(relay, account, args.token)

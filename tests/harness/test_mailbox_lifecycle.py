@@ -5,7 +5,7 @@ notification service in the client namespace), expiry (chatmail-expire on backda
 the per-sender rate limit and last-login tracking.
 
 Runs one relay of its own, with a small mailbox quota (`--setting max_mailbox_size=...`), next to
-the session's relays. Client steps run in the client namespace (mailbox_client.py); the relay's
+the session's relays. Client steps run in the client namespace (scenarios/mailbox.py); the relay's
 files are read and backdated from here, as its operator would.
 """
 
@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,15 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from chatmaild.expire import LARGE_MESSAGE_SIZE
 from chatmaild.metadata import METADATA_FILE_NAME
 from chatmaild.notifier import QUEUE_DIR_NAME
-from harness_lib import UP_TIMEOUT, harness_state_dir, load_local_relay, run_local_relay
+from harness_lib import (
+    SCENARIOS,
+    UP_TIMEOUT,
+    harness_state_dir,
+    load_local_relay,
+    run_local_relay,
+)
 
 DOMAIN = "_life.test"
 MAILBOX_LIMIT_KIB = 1000
-CLIENT = Path(__file__).with_name("mailbox_client.py")
+CLIENT = SCENARIOS / "mailbox.py"
 STEP_TIMEOUT = 60
 DELIVERY_TIMEOUT = 20.0
 DAY = 86400
@@ -64,7 +68,7 @@ class LifeRelay:
         return run_local_relay("--state", str(self.state), *args, timeout=timeout)
 
     def client(self, *args: str) -> dict:
-        """Run one mailbox_client.py step in the client namespace; its JSON result."""
+        """Run one mailbox.py step in the client namespace; its JSON result."""
         result = self.local_relay("exec", "--", sys.executable, str(CLIENT), "--domain", DOMAIN,
                                   "--ca", self.ca, *args)
         assert result.returncode == 0, f"client {args[0]} failed:\n{result.stdout}{result.stderr}"
@@ -109,7 +113,7 @@ def message_files(maildir: Path) -> dict[str, Path]:
 
 
 class NotifyEndpoint:
-    """The fake notification service: mailbox_client.py notify-endpoint in the client namespace,
+    """The fake notification service: mailbox.py notify-endpoint in the client namespace,
     recording each POST body."""
 
     def __init__(self, relay: LifeRelay) -> None:
@@ -186,17 +190,12 @@ def deliver(relay: LifeRelay, sender: Account, to: Account, size: int = 600) -> 
 
 
 def restart_metadata_daemon(relay: LifeRelay) -> None:
-    """Stop chatmail-metadata and start it again with render's command line, as local-relay does."""
-    run_dir = relay.relay_dir / "run"
-    pid = lr.read_pid(run_dir / "metadata.pid")
-    assert pid is not None and lr.alive(pid)
-    os.kill(pid, signal.SIGTERM)
-    wait_until(lambda: not lr.alive(pid), 10, "chatmail-metadata to stop")
-    socket = Path(relay.rendered["paths"]["metadataSocket"])
-    assert not socket.exists()  # removed on the way out
-    lr.start_daemon(relay.netns, "metadata", lr.as_service_user(*relay.rendered["daemons"]["metadata"]),
-                    run_dir, relay.relay_dir / "log" / "metadata.log")
-    wait_until(socket.exists, 10, "chatmail-metadata to listen again")
+    """Stop chatmail-metadata and start it again with render's command line."""
+    old = lr.read_pid(relay.relay_dir / "run" / "metadata.pid")
+    restart = relay.local_relay("restart", "metadata")
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+    assert old is not None and not lr.alive(old)
+    assert lr.read_pid(relay.relay_dir / "run" / "metadata.pid") != old
 
 
 # --- push notifications -------------------------------------------------------------------------
@@ -258,7 +257,7 @@ def run_expire(relay: LifeRelay, *extra: str) -> subprocess.CompletedProcess:
     argv = relay.rendered["jobs"]["expire"]  # [chatmail-expire, INI, --remove]
     command = argv if not extra else [arg for arg in argv if arg != "--remove"] + list(extra)
     return subprocess.run(relay.as_vmail_in_relay(command), capture_output=True, text=True,
-                          timeout=STEP_TIMEOUT)
+                          timeout=STEP_TIMEOUT, check=False)
 
 
 def test_expiry_removes_exactly_what_is_due(relay: LifeRelay) -> None:
@@ -300,25 +299,31 @@ def test_expiry_removes_exactly_what_is_due(relay: LifeRelay) -> None:
 # --- quota, rate limit, last login --------------------------------------------------------------
 
 
+def delivered_or_bounced(relay: LifeRelay, sender: Account, recipient: Account, size: int) -> bool:
+    """Send one message; True once it is in the recipient's maildir, False once the sender has
+    a bounce (accepted at submission either way: LMTP refuses it after queueing)."""
+    before = len(message_files(relay.mailboxes / recipient.addr))
+    (reply,) = send(relay, sender, recipient, size=size)
+    assert reply["code"] == 250, reply
+
+    def outcome() -> str | None:
+        if len(message_files(relay.mailboxes / recipient.addr)) > before:
+            return "delivered"
+        if relay.client("inbox", sender.addr, sender.password)["messages"]:
+            return "bounced"
+        return None
+
+    return wait_until(outcome, DELIVERY_TIMEOUT, "delivery or bounce") == "delivered"
+
+
 def test_full_mailbox_refuses_delivery_and_the_sender_gets_a_bounce(relay: LifeRelay) -> None:
     recipient, sender = new_account(relay), new_account(relay)
     # armored (4/3): a third of the quota each; the quota counts uncompressed sizes
     message_size = MAILBOX_LIMIT_KIB * 1024 // 4
     delivered = 0
-    for _ in range(8):
-        before = len(message_files(relay.mailboxes / recipient.addr))
-        (reply,) = send(relay, sender, recipient, size=message_size)
-        assert reply["code"] == 250, reply  # accepted: LMTP refuses it after queueing
-        bounce = lambda: relay.client("inbox", sender.addr, sender.password)["messages"]
-        arrived = wait_until(
-            lambda: len(message_files(relay.mailboxes / recipient.addr)) > before or bounce(),
-            DELIVERY_TIMEOUT, "delivery or bounce")
-        if arrived is True:
-            delivered += 1
-            continue
-        break
-    else:
-        pytest.fail("eight messages of a third of the quota each were all delivered")
+    while delivered_or_bounced(relay, sender, recipient, message_size):
+        delivered += 1
+        assert delivered < 8, "eight messages of a third of the quota each were all delivered"
     assert delivered >= 2
     inbox = relay.client("inbox", sender.addr, sender.password)
     (report,) = inbox["messages"]

@@ -119,6 +119,7 @@ in
     dovecot = {
       inherit (config.services.dovecot2) enable enablePAM createMailUser;
       packageVersion = config.services.dovecot2.package.version;
+      packageOverrides = config.services.dovecot2.package.overrideArgs;
       inherit (config.services.dovecot2) settings;
       conf = dovecotConf;
     };

@@ -90,11 +90,12 @@ def test_vm_tests_run_existing_scenarios(flake, test):
     script = flake["tests"][test]["testScript"]
     used = set(re.findall(r'scenario\("(\w+\.py)', script))
     assert used, script
+    used |= set(re.findall(r'/etc/chatmail-scenarios/(\w+\.py)', script))
     for name in used:
         assert (REPO / "nixos-tests" / "scenarios" / name).is_file(), name
     # the scenarios' own command line (nixos-tests/scenarios/*.py docstrings)
     for option in re.findall(r'"(--[a-z]+) ', script):
-        assert option in ("--domain", "--from", "--to", "--ca", "--accounts"), option
+        assert option in ("--domain", "--from", "--to", "--ca", "--accounts", "--count"), option
 
 
 @pytest.mark.parametrize("test", ["basic", "federation"])

@@ -94,6 +94,8 @@ def test_dovecot_gets_23_and_the_rendered_settings(summary):
     dovecot = summary["dovecot"]
     assert dovecot["enable"] is True
     assert dovecot["packageVersion"].startswith("2.3.")
+    # nixpkgs builds Dovecot without Lua; the LMTP push script needs it
+    assert dovecot["packageOverrides"] == {"withLua": True}
     assert dovecot["enablePAM"] is False and dovecot["createMailUser"] is False
     settings = dovecot["settings"]
     assert settings["mail_path"] is None  # nixpkgs' 2.4 default, unknown to 2.3
@@ -136,6 +138,9 @@ def test_daemons_run_hardened_from_the_package(summary):
         "doveauth": f"{package_bin}/doveauth /run/doveauth/doveauth.socket /etc/chatmail/chatmail.ini",
         "filtermail": f"{package_bin}/filtermail /etc/chatmail/chatmail.ini outgoing",
         "filtermail-incoming": f"{package_bin}/filtermail /etc/chatmail/chatmail.ini incoming",
+        "chatmail-metadata": f"{package_bin}/chatmail-metadata /run/chatmail-metadata/metadata.socket"
+                             " /etc/chatmail/chatmail.ini"
+                             " --notify-url https://notifications.delta.chat/notify",
     }
     for name, exec_start in expected.items():
         unit = services[name]["serviceConfig"]
@@ -152,6 +157,10 @@ def test_daemons_run_hardened_from_the_package(summary):
     assert doveauth["RuntimeDirectory"] == "doveauth"
     assert doveauth["RestrictAddressFamilies"] == ["AF_UNIX"]
     assert doveauth["PrivateNetwork"] is True
+    metadata = services["chatmail-metadata"]["serviceConfig"]
+    assert metadata["ReadWritePaths"] == [f"/var/lib/vmail/mail/{DOMAIN}"]
+    assert metadata["RuntimeDirectory"] == "chatmail-metadata"
+    assert "PrivateNetwork" not in metadata  # it POSTs to the notification service
     for name in ("filtermail", "filtermail-incoming"):
         unit = services[name]["serviceConfig"]
         assert "ReadWritePaths" not in unit
@@ -173,6 +182,10 @@ def test_expire_job_runs_daily_on_the_maildirs_only(summary):
 
 def test_files_users_and_firewall(summary):
     assert summary["etc"]["chatmail/chatmail.ini"].startswith("[params]\n")
+    lua = summary["etc"]["dovecot/push_notification.lua"]
+    assert "function dovecot_lua_notify_event_message_new(" in lua
+    driver = summary["dovecot"]["settings"]["plugin"]["push_notification_driver"]
+    assert driver == "lua:file=/etc/dovecot/push_notification.lua"
     assert f"mail_domain = {DOMAIN}\n" in summary["etc"]["chatmail/chatmail.ini"]
     assert "uri = proxy:/run/doveauth/doveauth.socket:auth" in \
         summary["etc"]["dovecot/chatmail-auth-dict.conf"]
@@ -251,6 +264,12 @@ def test_settings_and_escape_hatches_reach_the_configs(tmp_path):
     assert "passthrough_recipients = @example.net\n" in ini
     assert "mailboxes_dir = /srv/mail\n" in ini
     assert summary["services"]["doveauth"]["serviceConfig"]["ReadWritePaths"] == ["/srv/mail"]
+
+
+def test_push_notification_url_reaches_chatmail_metadata(tmp_path):
+    summary = evaluate(relay(pushNotificationUrl="https://push.example.org/n"), tmp_path)
+    argv = summary["services"]["chatmail-metadata"]["serviceConfig"]["ExecStart"].split()
+    assert argv[-2:] == ["--notify-url", "https://push.example.org/n"]
 
 
 def test_maildirs_under_home_stay_reachable(tmp_path):

@@ -1,12 +1,20 @@
 # Stand-ins for the packages modules/ uses: derivation-shaped attrsets with fake store paths.
 let
-  package = name: version: {
-    type = "derivation";
-    inherit name version;
-    pname = name;
-    outPath = "/nix/store/00000000000000000000000000000000-${name}-${version}";
-    meta.mainProgram = name;
-  };
+  package =
+    name: version:
+    let
+      self = {
+        type = "derivation";
+        inherit name version;
+        pname = name;
+        outPath = "/nix/store/00000000000000000000000000000000-${name}-${version}";
+        meta.mainProgram = name;
+        # as nixpkgs' callPackage results: the arguments given are kept for the tests
+        overrideArgs = { };
+        override = args: self // { overrideArgs = self.overrideArgs // args; };
+      };
+    in
+    self;
 in
 {
   chatmaild = package "chatmaild" "0.1.0";
