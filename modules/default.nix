@@ -95,13 +95,6 @@ let
       binDir = "${cfg.package}/bin";
     };
     inherit (cfg) pushNotificationUrl;
-    # nginx and OpenDKIM (render-discovery.nix; options in nginx.nix and dkim.nix)
-    discovery = {
-      alpn = cfg.nginx.alpnMultiplexing;
-      inherit (cfg.nginx) httpsPort newemailPort;
-      dkim = cfg.dkim.enable;
-      dkimSelector = cfg.dkim.selector;
-    };
     postfixMain = cfg.postfix.main;
     postfixMaster = cfg.postfix.master;
     dovecot = cfg.dovecot;
@@ -127,8 +120,6 @@ in
     ./chatmaild.nix
     ./tls.nix
     ./firewall.nix
-    ./nginx.nix
-    ./dkim.nix
   ];
 
   options.services.chatmail = {
