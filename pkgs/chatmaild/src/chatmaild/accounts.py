@@ -16,6 +16,8 @@ from .config import Config
 # case-insensitively, so an upper-case account could never receive mail: only lower case is valid.
 # The first character is alphanumeric so a localpart can never look like "." / ".." or an option.
 _LOCALPART_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+# libxcrypt's crypt() refuses longer passphrases (CRYPT_MAX_PASSPHRASE_SIZE)
+MAX_PASSWORD_BYTES = 512
 
 
 class InvalidAddress(ValueError):
@@ -57,6 +59,8 @@ def creation_refusal(config: Config, addr: str, password: str, nocreate: bool) -
         )
     if len(password) < config.password_min_length:
         return f"password must be at least {config.password_min_length} characters long"
+    if len(password.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_BYTES or "\x00" in password:
+        return f"password longer than {MAX_PASSWORD_BYTES} bytes or with a NUL (crypt cannot hash it)"
     return None
 
 

@@ -65,14 +65,14 @@ class Entity:
     """
 
     headers: Message
-    data: bytes
+    data: bytes | bytearray  # filtermail reads DATA into a bytearray and hands it on uncopied
     body_start: int
     body_end: int
 
     @property
     def body(self) -> bytes:
         """A copy of the body (for small parts)."""
-        return self.data[self.body_start : self.body_end]
+        return bytes(self.data[self.body_start : self.body_end])
 
     @property
     def content_type(self) -> str:
