@@ -34,6 +34,15 @@
         default = pkgs.chatmaild;
       });
 
+      # `nix run .#dns-zone -- /etc/chatmail/chatmail.ini --dkim-key /var/lib/opendkim/keys/opendkim.private`
+      # prints the relay's DNS zone; with `--check`, compares it with what DNS answers.
+      apps = forAllSystems (pkgs: {
+        dns-zone = {
+          type = "app";
+          program = "${pkgs.chatmaild}/bin/chatmail-dns-zone";
+        };
+      });
+
       checks = forAllSystems (pkgs: {
         # Builds the package and runs its tests from the source tree (pytestCheckHook).
         chatmaild = pkgs.chatmaild;

@@ -95,6 +95,13 @@ let
       binDir = "${cfg.package}/bin";
     };
     inherit (cfg) pushNotificationUrl;
+    # nginx and OpenDKIM (render-discovery.nix; options in nginx.nix and dkim.nix)
+    discovery = {
+      alpn = cfg.nginx.alpnMultiplexing;
+      inherit (cfg.nginx) httpsPort newemailPort;
+      dkim = cfg.dkim.enable;
+      dkimSelector = cfg.dkim.selector;
+    };
     postfixMain = cfg.postfix.main;
     postfixMaster = cfg.postfix.master;
     dovecot = cfg.dovecot;
@@ -120,6 +127,8 @@ in
     ./chatmaild.nix
     ./tls.nix
     ./firewall.nix
+    ./nginx.nix
+    ./dkim.nix
   ];
 
   options.services.chatmail = {
@@ -197,7 +206,8 @@ in
       default = false;
       description = ''
         Whether to open the relay's ports: SMTP 25, submission 587 and 465, IMAP 143 and 993,
-        and HTTP 80 for ACME challenges when {option}`services.chatmail.tls.mode` is `"acme"`.
+        HTTPS 443 and HTTP 80 for nginx ({option}`services.chatmail.nginx.enable`), and HTTP 80
+        for ACME challenges when {option}`services.chatmail.tls.mode` is `"acme"`.
       '';
     };
 

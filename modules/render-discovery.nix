@@ -12,12 +12,14 @@
 #                   "smtp" -> 465, anything else -> the HTTPS site on httpsPort      true
 #   httpsPort       loopback port of the HTTPS site when alpn is on                   8443
 #   newemailPort    loopback port of `chatmail-newemail --listen`                     3691
+#   dkim            sign outgoing and verify incoming mail with OpenDKIM (the milter
+#                   options below are empty when false)                              true
 #   dkimSelector    DKIM selector (DNS name <selector>._domainkey.<domain>)           "opendkim"
 #   nginxModulesDir directory of dynamic nginx modules; when set, the complete config loads
 #                   ngx_stream_module.so from it (Debian); null = stream is built in  null
 #   opendkimSettings  opendkim.conf keys merged over the rendered ones (e.g. Nameservers) { }
 # params.paths (discovery fields; defaults = the NixOS layout):
-#   wwwDir          the site's root, holding the `www` files             "/var/lib/chatmail-www"
+#   wwwDir          the site's root, holding the `www` files             "/etc/chatmail/www"
 #   acmeChallengeDir  HTTP-01 challenge root (security.acme webroot) "/var/lib/acme/acme-challenge"
 #   dkimKeyDir      <selector>.private (generated on first start)    "/var/lib/opendkim/keys"
 #   opendkimSocket  the milter socket Postfix connects to            "/run/opendkim/opendkim.sock"
@@ -39,7 +41,8 @@
 #                         nixpkgs' services.opendkim passes on the command line)
 #               extraConf the settings as text; conf = complete opendkim.conf (all keys)
 #   milter      Postfix smtpd options: sign = on the outgoing reinject service, verify = on the
-#               incoming one (both talk to the same OpenDKIM; the daemon name decides)
+#               incoming one (both talk to the same OpenDKIM; the daemon name decides);
+#               both { } when discovery.dkim is false
 #   newemail    argv: chatmail-newemail INI --listen 127.0.0.1:<newemailPort>
 #   ports       { https = 443; http = 80; httpsInternal; newemail }
 {
@@ -60,6 +63,7 @@ let
     alpn = true;
     httpsPort = 8443;
     newemailPort = 3691;
+    dkim = true;
     dkimSelector = "opendkim";
     nginxModulesDir = null;
     opendkimSettings = { };
@@ -68,7 +72,7 @@ let
 
   given = params.paths or { };
   paths = {
-    wwwDir = given.wwwDir or "/var/lib/chatmail-www";
+    wwwDir = given.wwwDir or "/etc/chatmail/www";
     acmeChallengeDir = given.acmeChallengeDir or "/var/lib/acme/acme-challenge";
     dkimKeyDir = given.dkimKeyDir or "/var/lib/opendkim/keys";
     opendkimSocket = given.opendkimSocket or "/run/opendkim/opendkim.sock";
@@ -199,7 +203,9 @@ let
       listenAll 443 true;
 
   newemailProxy = "proxy_pass http://127.0.0.1:${toString options.newemailPort};\n";
-  xmlType = "default_type application/xml;\n";
+  # "types { }": the extension's MIME type (nixpkgs includes mime.types) must not win
+  xmlType = "types { }\ndefault_type application/xml;\n";
+  textType = "types { }\ndefault_type text/plain;\n";
 
   servers = [
     {
@@ -229,7 +235,7 @@ let
       locations = {
         "/" = "index index.html;\ntry_files $uri $uri/ =404;\n";
         "= /.well-known/autoconfig/mail/config-v1.1.xml" = xmlType;
-        "= /.well-known/mta-sts.txt" = "default_type text/plain;\n";
+        "= /.well-known/mta-sts.txt" = textType;
         # chatmail-newemail answers GET with the dcaccount: redirect itself, POST with JSON.
         "= /new" = newemailProxy;
         # the URL of early printed QR codes
@@ -253,7 +259,7 @@ let
       listen = httpsListen;
       root = paths.wwwDir;
       locations = {
-        "= /.well-known/mta-sts.txt" = "default_type text/plain;\n";
+        "= /.well-known/mta-sts.txt" = textType;
         "/" = "return 404;\n";
       };
     }
@@ -390,16 +396,23 @@ in
     extraConf = settingsText opendkimSettings;
     conf = opendkimConf;
   };
-  milter = {
-    sign = {
-      smtpd_milters = milterSocket;
-      milter_macro_daemon_name = "ORIGINATING";
-    };
-    verify = {
-      smtpd_milters = milterSocket;
-      milter_macro_daemon_name = "INCOMING";
-    };
-  };
+  milter =
+    if options.dkim then
+      {
+        sign = {
+          smtpd_milters = milterSocket;
+          milter_macro_daemon_name = "ORIGINATING";
+        };
+        verify = {
+          smtpd_milters = milterSocket;
+          milter_macro_daemon_name = "INCOMING";
+        };
+      }
+    else
+      {
+        sign = { };
+        verify = { };
+      };
   newemail = [
     (program "chatmail-newemail")
     configFile

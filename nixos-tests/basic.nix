@@ -66,6 +66,12 @@ testers.runNixOSTest {
         print(scenario("nocreate.py check", "--domain ${domain}", accounts, ca))
         server.succeed("rm /etc/chatmail-nocreate")
 
+    with subtest("discovery: autoconfig (both URLs), MTA-STS and /new over HTTPS from the client"):
+        server.wait_for_unit("nginx.service")
+        server.wait_for_unit("chatmail-newemail.service")
+        server.wait_for_open_port(443)
+        print(scenario("discovery.py", "--domain ${domain}", ca))
+
     def mailbox(*args):
         output = client.succeed(
             "python3 ${common.scenarioDir}/mailbox.py --domain ${domain} --ca /tmp/relay-ca.pem"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness_lib import LocalRelays
+from harness_lib import SCENARIOS, LocalRelays
 
 CLIENT = Path(__file__).resolve().parent / "discovery_client.py"
 VENV_BIN = Path(sys.executable).parent
@@ -121,3 +121,11 @@ def test_unsigned_mail_from_another_relay_is_refused(relays: LocalRelays) -> Non
     # the DKIM test's resend/tamper pair shows verification; this one shows a signature is needed
     found = client_check(relays, "unsigned", "chat.test", DISCOVERY_DOMAIN)
     assert found["code"] == 550 and "DKIM" in found["reply"], found
+
+
+@pytest.mark.parametrize("domain", ["chat.test", DISCOVERY_DOMAIN])
+def test_discovery_scenario(relays: LocalRelays, domain: str) -> None:
+    # the VM test basic runs the same client script (nixos-tests/scenarios/discovery.py)
+    result = relays.run_client(SCENARIOS / "discovery.py", "--domain", domain, "--ca", relays.ca)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"https://autoconfig.{domain}/mail/config-v1.1.xml: as rendered" in result.stdout

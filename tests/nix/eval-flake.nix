@@ -33,6 +33,7 @@ let
           ./stubs/nixos.nix
           ./stubs/postfix.nix
           ./stubs/dovecot.nix
+          ./stubs/nginx.nix
           {
             options.virtualisation.memorySize = lib.mkOption { type = lib.types.int; };
             config._module.args = {

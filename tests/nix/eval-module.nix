@@ -29,6 +29,7 @@ let
       ./stubs/nixos.nix
       ./stubs/postfix.nix
       ./stubs/dovecot.nix
+      ./stubs/nginx.nix
       ../../modules
       { _module.args.pkgs = import ./stubs/pkgs.nix; }
       (lib.importJSON configFile)
@@ -148,6 +149,22 @@ in
         reloadServices
         ;
     }) config.security.acme.certs;
+    nginx = {
+      inherit (config.services.nginx) enable streamConfig virtualHosts;
+    };
+    opendkim = lib.optionalAttrs config.services.opendkim.enable {
+      inherit (config.services.opendkim)
+        enable
+        socket
+        domains
+        keyPath
+        selector
+        configFile
+        ;
+    };
+    acmeCerts = config.security.acme.certs;
+    userGroups = mapAttrs (_: user: user.extraGroups) config.users.users;
+    groupMembers = mapAttrs (_: group: group.members) config.users.groups;
     rendered = lib.optionalAttrs config.services.chatmail.enable {
       inherit (config.services.chatmail.rendered) paths daemons;
     };

@@ -193,13 +193,14 @@ def test_files_users_and_firewall(summary):
     assert "vmail" in summary["groups"]
     assert f"d /var/lib/vmail/mail/{DOMAIN} 0700 vmail vmail -" in summary["rules"]
     assert "d /var/lib/postfix/queue/private 0700 postfix - -" in summary["rules"]
-    assert sorted(summary["firewallPorts"]) == [25, 143, 465, 587, 993]
+    # 80 and 443: nginx (modules/nginx.nix)
+    assert sorted(summary["firewallPorts"]) == [25, 80, 143, 443, 465, 587, 993]
 
 
 def test_self_signed_certificate_unit(summary):
     unit = summary["services"]["chatmail-tls-selfsigned"]
-    assert unit["before"] == ["postfix.service", "dovecot2.service"]
-    assert unit["requiredBy"] == ["postfix.service", "dovecot2.service"]
+    tls_users = ["postfix.service", "dovecot2.service", "nginx.service"]
+    assert unit["before"] == unit["requiredBy"] == tls_users
     assert unit["serviceConfig"]["StateDirectory"] == "chatmail-tls"
     assert f"subjectAltName=DNS:{DOMAIN}" in unit["script"]
 
@@ -237,7 +238,8 @@ def test_acme(tmp_path):
                              settings={"acme_email": "ops@example.org"}), tmp_path)
     assert summary["acme"][DOMAIN] == {
         "directory": f"/var/lib/acme/{DOMAIN}", "email": "ops@example.org",
-        "listenHTTP": ":80", "reloadServices": ["postfix.service", "dovecot2.service"]}
+        "listenHTTP": None,  # nginx answers the challenge (tests/nix/test_module_discovery.py)
+        "reloadServices": ["postfix.service", "dovecot2.service", "nginx.service"]}
     assert summary["postfix"]["main"]["smtpd_tls_chain_files"] == [
         f"/var/lib/acme/{DOMAIN}/key.pem", f"/var/lib/acme/{DOMAIN}/fullchain.pem"]
     assert 80 in summary["firewallPorts"]

@@ -178,3 +178,9 @@ def test_newemail_command_line(tmp_path):
     assert result["newemail"] == [
         "/b/chatmail-newemail", "/etc/chatmail/chatmail.ini", "--listen", "127.0.0.1:4001"
     ]
+
+
+def test_dkim_off_removes_the_milters(tmp_path):
+    master = render({"domain": DOMAIN, "discovery": {"dkim": False}}, tmp_path)["postfixMaster"]
+    for service in ("reinject", "reinject_incoming"):
+        assert not any("milter" in arg for arg in master[service]["args"])

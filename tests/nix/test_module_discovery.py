@@ -1,0 +1,139 @@
+"""modules/nginx.nix, modules/dkim.nix and the TLS modes with nginx (modules/tls.nix), evaluated
+with nixpkgs' module system against ./stubs (needs NIXPKGS_LIB, as test_module.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatmaild.autoconfig import render_autoconfig, render_mta_sts_policy
+from test_module import DOMAIN, evaluate, failed_assertions, master_args, relay
+
+SOCKET = "/run/opendkim/opendkim.sock"
+
+
+def vhosts(summary: dict[str, Any]) -> dict[str, Any]:
+    return summary["nginx"]["virtualHosts"]
+
+
+def test_nginx_serves_the_rendered_site(tmp_path):
+    summary = evaluate(relay(), tmp_path)
+    assert summary["nginx"]["enable"] is True
+    assert set(vhosts(summary)) == {DOMAIN, f"{DOMAIN}-http", f"autoconfig.{DOMAIN}",
+                                    f"mta-sts.{DOMAIN}"}
+    site = vhosts(summary)[DOMAIN]
+    assert site["listen"][0] | {"extraParameters": []} == {
+        "addr": "127.0.0.1", "port": 8443, "ssl": True, "proxyProtocol": False,
+        "extraParameters": []}
+    assert site["onlySSL"] and site["root"] == "/etc/chatmail/www"
+    assert "proxy_pass http://127.0.0.1:3691;" in site["locations"]["= /new"]["extraConfig"]
+    http = vhosts(summary)[f"{DOMAIN}-http"]
+    assert [listen["port"] for listen in http["listen"]] == [80, 80] and not http["onlySSL"]
+    assert "ssl_preread on;" in summary["nginx"]["streamConfig"]
+    # the served files are chatmaild's reference renderings, installed under /etc/chatmail/www
+    etc = summary["etc"]
+    assert etc["chatmail/www/.well-known/autoconfig/mail/config-v1.1.xml"] == render_autoconfig(DOMAIN)
+    assert etc["chatmail/www/.well-known/mta-sts.txt"] == render_mta_sts_policy(DOMAIN)
+    assert f"dcaccount:https://{DOMAIN}/new" in etc["chatmail/www/index.html"]
+
+
+def test_newemail_service(tmp_path):
+    unit = evaluate(relay(), tmp_path)["services"]["chatmail-newemail"]
+    assert unit["serviceConfig"]["ExecStart"].endswith(
+        "/bin/chatmail-newemail /etc/chatmail/chatmail.ini --listen 127.0.0.1:3691")
+    assert unit["serviceConfig"]["IPAddressAllow"] == "localhost"
+
+
+def test_alpn_off_puts_the_site_on_443(tmp_path):
+    summary = evaluate(relay(nginx={"alpnMultiplexing": False}), tmp_path)
+    assert summary["nginx"]["streamConfig"] == ""
+    assert [listen["port"] for listen in vhosts(summary)[DOMAIN]["listen"]] == [443, 443]
+    autoconfig = summary["etc"]["chatmail/www/.well-known/autoconfig/mail/config-v1.1.xml"]
+    assert autoconfig == render_autoconfig(DOMAIN, alpn_port_443=False)
+
+
+def test_nginx_off(tmp_path):
+    summary = evaluate(relay(nginx={"enable": False}, openFirewall=True), tmp_path)
+    assert summary["nginx"]["enable"] is False
+    assert "chatmail-newemail" not in summary["services"]
+    assert 443 not in summary["firewallPorts"] and 80 not in summary["firewallPorts"]
+
+
+def test_self_signed_certificate_is_shared_with_nginx(tmp_path):
+    summary = evaluate(relay(), tmp_path)
+    site = vhosts(summary)[DOMAIN]
+    assert site["sslCertificate"] == "/var/lib/chatmail-tls/cert.pem"
+    assert site["sslCertificateKey"] == "/var/lib/chatmail-tls/key.pem"
+    assert set(summary["groupMembers"]["chatmail-tls"]) == {"postfix", "nginx"}
+    unit = summary["services"]["chatmail-tls-selfsigned"]
+    assert unit["serviceConfig"]["Group"] == "chatmail-tls"
+    assert "nginx.service" in unit["requiredBy"]
+    for name in (DOMAIN, f"autoconfig.{DOMAIN}", f"mta-sts.{DOMAIN}", f"www.{DOMAIN}"):
+        assert f"DNS:{name}" in unit["script"]
+
+
+def test_acme_through_nginx(tmp_path):
+    summary = evaluate(relay(tls={"mode": "acme"}), tmp_path)
+    cert = summary["acmeCerts"][DOMAIN]
+    assert cert["webroot"] == "/var/lib/acme/acme-challenge"
+    assert cert.get("listenHTTP") is None
+    assert cert["group"] == "chatmail-tls"
+    assert cert["extraDomainNames"] == [f"autoconfig.{DOMAIN}", f"mta-sts.{DOMAIN}",
+                                        f"www.{DOMAIN}"]
+    assert "nginx.service" in cert["reloadServices"]
+    for vhost in (DOMAIN, f"autoconfig.{DOMAIN}", f"mta-sts.{DOMAIN}"):
+        assert vhosts(summary)[vhost]["useACMEHost"] == DOMAIN
+    # port 80 answers the challenge from the same directory
+    http = vhosts(summary)[f"{DOMAIN}-http"]["locations"]["/.well-known/acme-challenge/"]
+    assert "root /var/lib/acme/acme-challenge;" in http["extraConfig"]
+    assert failed_assertions(relay(tls={"mode": "acme"}), tmp_path) == []
+
+
+def test_acme_without_nginx_uses_its_own_listener(tmp_path):
+    cert = evaluate(relay(tls={"mode": "acme"}, nginx={"enable": False}), tmp_path)["acmeCerts"][DOMAIN]
+    assert cert["listenHTTP"] == ":80" and "webroot" not in cert
+
+
+def test_acme_listener_and_nginx_contradict(tmp_path):
+    failed = evaluate(relay(tls={"mode": "acme"}), tmp_path, "failedAssertions",
+                      security={"acme": {"certs": {DOMAIN: {"listenHTTP": ":80"}}}})
+    assert any("listenHTTP" in message and "nginx" in message for message in failed), failed
+
+
+def test_port_collision_is_refused(tmp_path):
+    failed = failed_assertions(relay(nginx={"httpsPort": 4000, "newemailPort": 4000}), tmp_path)
+    assert any("httpsPort and newemailPort" in message for message in failed), failed
+
+
+def test_opendkim(tmp_path):
+    summary = evaluate(relay(), tmp_path)
+    opendkim = summary["opendkim"]
+    assert opendkim == {
+        "enable": True, "socket": f"local:{SOCKET}", "domains": f"csl:{DOMAIN}",
+        "keyPath": "/var/lib/opendkim/keys", "selector": "opendkim",
+        "configFile": "/etc/opendkim/chatmail.conf"}
+    conf = summary["etc"]["opendkim/chatmail.conf"]
+    assert "MTA ORIGINATING\n" in conf and "On-NoSignature reject\n" in conf
+    # options nixpkgs passes on the command line stay out of the file
+    assert not any(line.split()[0] in ("Domain", "KeyFile", "Selector", "Socket")
+                   for line in conf.splitlines())
+    assert "opendkim" in summary["userGroups"]["postfix"]
+    unit = summary["services"]["opendkim"]["serviceConfig"]
+    assert unit["UMask"] == "0007"
+    assert "opendkim.service" in summary["services"]["postfix"]["after"]
+    master = summary["postfix"]["master"]
+    assert master_args(master["reinject"])["smtpd_milters"] == f"unix:{SOCKET}"
+    assert master_args(master["reinject"])["milter_macro_daemon_name"] == "ORIGINATING"
+    assert master_args(master["reinject_incoming"])["milter_macro_daemon_name"] == "INCOMING"
+
+
+def test_dkim_selector(tmp_path):
+    summary = evaluate(relay(dkim={"selector": "s2026"}), tmp_path)
+    assert summary["opendkim"]["selector"] == "s2026"
+
+
+def test_dkim_off(tmp_path):
+    summary = evaluate(relay(dkim={"enable": False}), tmp_path)
+    assert summary["opendkim"] == {}
+    master = summary["postfix"]["master"]
+    for service in ("reinject", "reinject_incoming"):
+        assert "smtpd_milters" not in master_args(master[service])
