@@ -270,3 +270,15 @@ def test_pipelined_creations_keep_reply_order(daemon):
         assert created.startswith(b"O{") and addr.encode() in created
         assert looked_up == created
         assert missing == b"N\n"
+
+
+def test_refuses_a_socket_path_that_is_not_a_socket(tmp_path):
+    ini = tmp_path / "chatmail.ini"
+    ini.write_text(f"[params]\nmail_domain = x.org\nmailboxes_dir = {tmp_path}\n")
+    (tmp_path / "s").write_text("not a socket")
+    result = subprocess.run(
+        [sys.executable, "-m", "chatmaild.doveauth", str(tmp_path / "s"), str(ini)],
+        capture_output=True, text=True, timeout=10, env=dict(os.environ, PYTHONPATH=PACKAGE_SRC),
+    )
+    assert result.returncode == 1 and "is not a socket" in result.stderr
+    assert (tmp_path / "s").read_text() == "not a socket"

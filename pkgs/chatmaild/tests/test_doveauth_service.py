@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 import chatmaild.doveauth
 from chatmaild.dictproto import passdb_key, request_line
-from chatmaild.doveauth import AuthService, _CloseConnection
+from chatmaild.dictserver import CloseConnection
+from chatmaild.doveauth import AuthService
 
 COMMANDS = "HLIBSUATRCDXO\x00"
 
@@ -45,7 +46,7 @@ def test_any_request_is_handled(service, command, args, raw):
     for line in (request_line(command, *args)[:-1], raw.replace(b"\n", b"")):
         try:
             reply = handle(service, line, transactions)
-        except _CloseConnection:
+        except CloseConnection:
             continue
         assert reply is None or reply.endswith(b"\n")
 

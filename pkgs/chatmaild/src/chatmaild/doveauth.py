@@ -19,8 +19,6 @@ import functools
 import json
 import logging
 import os
-import signal
-import stat
 import sys
 from collections.abc import Coroutine
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -33,7 +31,6 @@ from .config import Config, ConfigError, nocreate_path, read_config
 from .dictproto import (
     FAIL_REPLY,
     ITER_END_REPLY,
-    MAX_LINE_LENGTH,
     NOT_FOUND_REPLY,
     LastLoginKey,
     PassdbKey,
@@ -45,6 +42,7 @@ from .dictproto import (
     parse_key,
     parse_request,
 )
+from .dictserver import CloseConnection, Reply, serve_until_stopped
 from .passwords import hash_password
 
 log = logging.getLogger("doveauth")
@@ -52,16 +50,7 @@ log = logging.getLogger("doveauth")
 # system user and group owning the mailboxes (upstream's fixed name)
 MAIL_USER = "vmail"
 USERDB_ITERATE_PATH = "shared/userdb/"
-# Group may read and write: the socket hands out password hashes and creates accounts, so it must
-# never be world-accessible; the group bit lets a deployment admit Dovecot's user via a group.
-SOCKET_MODE = 0o660
-
 Transactions = dict[str, list[tuple[str, str]]]  # open transaction id -> its (key, value) sets
-Reply = bytes | None | Coroutine[Any, Any, bytes]
-
-
-class _CloseConnection(Exception):
-    """The client broke the protocol in a way that leaves no sensible reply."""
 
 
 class AuthService:
@@ -101,7 +90,11 @@ class AuthService:
         return self._account_reply(addr, account)
 
     async def _create_reply(self, addr: str, password: str) -> bytes:
-        account = await self._create(addr, password)
+        try:
+            account = await self._create(addr, password)
+        except CreationFailed as e:
+            log.error("%s", e)
+            return FAIL_REPLY
         return NOT_FOUND_REPLY if account is None else self._account_reply(addr, account)
 
     def userdb(self, addr: str) -> bytes:
@@ -184,15 +177,15 @@ class AuthService:
         tid = args[0]
         if cmd == "B":
             if not tid.isdigit() or tid in transactions:
-                raise _CloseConnection(f"bad transaction id {tid!r}")
+                raise CloseConnection(f"bad transaction id {tid!r}")
             transactions[tid] = []
             return None
         if cmd in "SUATRCD":
             if tid not in transactions:
-                raise _CloseConnection(f"unknown transaction id {tid!r}")
+                raise CloseConnection(f"unknown transaction id {tid!r}")
             if cmd == "S":
                 if len(args) != 3:
-                    raise _CloseConnection("SET needs id, key and value")
+                    raise CloseConnection("SET needs id, key and value")
                 transactions[tid].append((args[1], args[2]))
             elif cmd == "R":
                 del transactions[tid]
@@ -204,145 +197,26 @@ class AuthService:
         return FAIL_REPLY
 
 
-class DictConnection(asyncio.Protocol):
-    """One client connection. Replies go out strictly in request order: while a request waits
-    for the thread pool, reading pauses and the requests behind it stay buffered.
-
-    A Protocol rather than streams: lookups of existing accounts are answered synchronously in
-    data_received, without a coroutine per request (about half the CPU per lookup).
-    """
+class AuthSession:
+    """One client connection's state: its open transactions."""
 
     def __init__(self, service: AuthService) -> None:
         self.service = service
         self.transactions: Transactions = {}
-        self.buffer = bytearray()
-        self.transport: asyncio.Transport | None = None
-        self.waiting: asyncio.Future[bytes] | None = None
-        self.reading_paused_by: set[str] = set()  # "waiting" and/or "writing"
-        self.eof = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        self._process()
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        if self.waiting is None:
-            self._process()
-            return False  # closes the connection
-        return True  # keep it open until the waiting request is answered
-
-    def pause_writing(self) -> None:
-        self._pause_reading("writing")
-
-    def resume_writing(self) -> None:
-        self._resume_reading("writing")
-
-    def _pause_reading(self, reason: str) -> None:
-        if not self.reading_paused_by and self.transport is not None:
-            self.transport.pause_reading()
-        self.reading_paused_by.add(reason)
-
-    def _resume_reading(self, reason: str) -> None:
-        self.reading_paused_by.discard(reason)
-        if not self.reading_paused_by and self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
-
-    def _process(self) -> None:
-        """Answer the complete lines in the buffer, until one of them has to wait."""
-        replies: list[bytes] = []
-        start = 0
-        try:
-            while self.waiting is None and self.transport is not None:
-                end = self.buffer.find(b"\n", start)
-                if (end if end >= 0 else len(self.buffer)) - start > MAX_LINE_LENGTH:
-                    raise _CloseConnection(f"request line longer than {MAX_LINE_LENGTH} bytes")
-                if end < 0:
-                    break
-                line = bytes(self.buffer[start:end])
-                start = end + 1
-                try:
-                    reply = self.service.handle_request(line, self.transactions)
-                except _CloseConnection:
-                    raise
-                except Exception:
-                    log.exception("failed to handle %r", line[:200])
-                    reply = FAIL_REPLY
-                if isinstance(reply, bytes):
-                    replies.append(reply)
-                elif reply is not None:
-                    self.waiting = asyncio.ensure_future(reply)
-                    self.waiting.add_done_callback(self._answer_waiting)
-                    self._pause_reading("waiting")
-        except _CloseConnection as e:
-            log.warning("closing connection: %s", e)
-            self._write(replies)
-            if self.transport is not None:
-                self.transport.close()
-            return
-        finally:
-            del self.buffer[:start]
-        self._write(replies)
-        if self.eof and self.waiting is None and self.transport is not None:
-            self.transport.close()
-
-    def _write(self, replies: list[bytes]) -> None:
-        if replies and self.transport is not None:
-            self.transport.write(b"".join(replies))
-
-    def _answer_waiting(self, done: asyncio.Future[bytes]) -> None:
-        self.waiting = None
-        if done.cancelled():
-            return
-        try:
-            reply = done.result()
-        except CreationFailed as e:
-            log.error("%s", e)
-            reply = FAIL_REPLY
-        except Exception:
-            log.exception("request failed")
-            reply = FAIL_REPLY
-        self._write([reply])
-        self._resume_reading("waiting")
-        self._process()
-
-
-def _remove_stale_socket(path: Path) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise SystemExit(f"doveauth: {path} exists and is not a socket; not removing it")
-    path.unlink()
+    def handle_line(self, raw: bytes) -> Reply:
+        return self.service.handle_request(raw, self.transactions)
 
 
 async def serve(socket_path: Path, config: Config) -> None:
     """Serve until SIGTERM or SIGINT; the socket is removed on the way out."""
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="doveauth") as executor:
         service = AuthService(config, executor)
-        _remove_stale_socket(socket_path)
-        loop = asyncio.get_running_loop()
-        old_umask = os.umask(0o777 & ~SOCKET_MODE)  # no window in which the socket is wider open
-        try:
-            server = await loop.create_unix_server(lambda: DictConnection(service), path=str(socket_path), backlog=1024)
-        finally:
-            os.umask(old_umask)
-        stopping = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stopping.set)
-        log.info("listening on %s for %s (mailboxes in %s)", socket_path, config.mail_domain, config.mailboxes_dir)
-        await stopping.wait()
-        log.info("stopping")
-        server.close()
-        socket_path.unlink(missing_ok=True)
+        await serve_until_stopped(
+            socket_path,
+            lambda: AuthSession(service),
+            f"accounts of {config.mail_domain} in {config.mailboxes_dir}",
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -356,7 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         log.error("%s", e)
         return 1
-    asyncio.run(serve(Path(args[0]), config))
+    try:
+        asyncio.run(serve(Path(args[0]), config))
+    except OSError as e:
+        log.error("%s", e)
+        return 1
     return 0
 
 

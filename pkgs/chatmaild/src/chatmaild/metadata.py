@@ -25,9 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import signal
-import stat
 import sys
 import time
 from collections.abc import Callable
@@ -35,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import dictproto
+from . import dictproto, dictserver
 from .accounts import InvalidAddress, get_mailbox
 from .config import Config, ConfigError, read_config
 from .filestore import read_json_object, write_json_object
@@ -213,6 +210,13 @@ class DictSession:
         except KeyError:
             raise dictproto.ProtocolError(f"unknown transaction {args[0]!r}") from None
 
+    def handle_line(self, raw: bytes) -> bytes | None:
+        """handle() for dictserver: a request that breaks the protocol ends the connection."""
+        try:
+            return self.handle(raw.decode("utf-8"))
+        except (dictproto.ProtocolError, UnicodeDecodeError) as e:
+            raise dictserver.CloseConnection(str(e)) from e
+
     def handle(self, line: str) -> bytes | None:
         """The reply to one request line (without newline); None if it takes none.
 
@@ -268,47 +272,6 @@ class DictSession:
         raise dictproto.ProtocolError(f"unknown command {command!r}")
 
 
-async def serve_connection(
-    handler: MetadataDict, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    session = DictSession(handler)
-    try:
-        while True:
-            try:
-                raw = await reader.readuntil(b"\n")
-            except asyncio.IncompleteReadError:
-                break  # the client closed the connection
-            except asyncio.LimitOverrunError:
-                log.warning(
-                    "closing dict connection: request longer than %d bytes",
-                    dictproto.MAX_LINE_LENGTH,
-                )
-                break
-            try:
-                reply = session.handle(raw[:-1].decode("utf-8"))
-            except (dictproto.ProtocolError, UnicodeDecodeError) as e:
-                log.warning("closing dict connection: %s", e)
-                break
-            if reply is not None:
-                writer.write(reply)
-                await writer.drain()
-    except ConnectionError:
-        pass
-    finally:
-        writer.close()
-
-
-def remove_stale_socket(path: Path) -> None:
-    """Remove a socket left by an earlier run; refuse to remove anything that is not a socket."""
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise FileExistsError(f"{path} exists and is not a socket")
-    path.unlink()
-
-
 async def serve(
     socket_path: Path, config: Config, notify_url: str, retry_delay: float, workers: int
 ) -> None:
@@ -320,27 +283,12 @@ async def serve(
     )
     await notifier.start()
     handler = MetadataDict(store, notifier, config.iroh_relay)
-
-    remove_stale_socket(socket_path)
     try:
-        server = await asyncio.start_unix_server(
-            lambda r, w: serve_connection(handler, r, w),
-            path=os.fspath(socket_path),
-            limit=dictproto.MAX_LINE_LENGTH,
+        await dictserver.serve_until_stopped(
+            socket_path, lambda: DictSession(handler), f"IMAP METADATA, notifying {notify_url}"
         )
-    except OSError as e:
-        raise OSError(e.errno, f"cannot listen on {socket_path}: {e.strerror}") from e
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    log.info("serving dict requests on %s, notifying %s", socket_path, notify_url)
-    try:
-        async with server:
-            await stopping.wait()
     finally:
-        socket_path.unlink(missing_ok=True)
-    await notifier.stop()
+        await notifier.stop()
     log.info("stopped")
 
 
