@@ -31,7 +31,8 @@ def alternate_config_directories() -> str:
 
 def running_pids(state, relay_dir) -> list[int]:
     pid_files = [*relay_dir.glob("run/*.pid"), relay_dir / "dovecot/run/master.pid",
-                 relay_dir / "postfix-queue/pid/master.pid", state / "hub/dnsmasq.pid"]
+                 relay_dir / "postfix-queue/pid/master.pid", state / "hub/dnsmasq.pid",
+                 state / "hub/named.pid"]
     return [int(path.read_text().split()[0]) for path in pid_files if path.exists()]
 
 
@@ -66,7 +67,9 @@ def test_up_status_down_wipe() -> None:
         assert unknown.returncode == 2 and time.monotonic() - started < 2.0
 
         pids = running_pids(state, state / "relays" / DOMAIN)
-        assert len(pids) == 6, pids  # doveauth, 2 x filtermail, dovecot, postfix, dnsmasq
+        # doveauth, 2 x filtermail, metadata, dovecot, postfix, opendkim, newemail, nginx;
+        # dnsmasq and named in the hub
+        assert len(pids) == 11, pids
         down = local_relay("down")
         assert down.returncode == 0, down.stdout + down.stderr
         assert not ours & namespaces()
