@@ -43,12 +43,10 @@ def test_addresses_stay_in_the_test_range() -> None:
     assert lr.relay_address(200).startswith("198.18.0.")
 
 
-def test_dnsmasq_records_answer_only_relay_names() -> None:
-    options = lr.dnsmasq_records([("chat.test", "198.18.0.11"), ("_r2.test", "198.18.0.12")])
-    assert options[0] == "--local=/#/"
-    assert "--host-record=_r2.test,198.18.0.12" in options
-    assert "--mx-host=chat.test,chat.test,10" in options
-    assert not any("server=" in option for option in options)
+def test_dnsmasq_sends_relay_names_to_named_only() -> None:
+    options = lr.dnsmasq_options(["chat.test", "_r2.test"])
+    assert options == ["--local=/#/", f"--server=/chat.test/127.0.0.1#{lr.NAMED_PORT}",
+                       f"--server=/_r2.test/127.0.0.1#{lr.NAMED_PORT}"]
 
 
 def test_certificate_names_cover_what_clients_try() -> None:
