@@ -114,6 +114,7 @@ in
         SystemCallArchitectures = "native";
         SystemCallFilter = [ "@system-service" ];
         RestrictAddressFamilies = [
+          "AF_UNIX"
           "AF_INET"
           "AF_INET6"
         ];

@@ -102,9 +102,11 @@ in
                 } \
                 -addext keyUsage=critical,digitalSignature,keyCertSign -addext extendedKeyUsage=serverAuth \
                 -keyout ${lib.escapeShellArg tlsKey} -out ${lib.escapeShellArg tlsCert}
-              # group-readable: nginx reads them as its own user
-              chmod 0640 ${lib.escapeShellArg tlsKey} ${lib.escapeShellArg tlsCert}
             fi
+            # readable by the unit's group (${tlsGroup}), also a pair made before nginx was part
+            # of the module: nginx reads them as its own user
+            chgrp "$(id -g)" ${lib.escapeShellArg tlsKey} ${lib.escapeShellArg tlsCert}
+            chmod 0640 ${lib.escapeShellArg tlsKey} ${lib.escapeShellArg tlsCert}
           '';
         };
       })

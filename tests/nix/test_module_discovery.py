@@ -3,6 +3,8 @@ with nixpkgs' module system against ./stubs (needs NIXPKGS_LIB, as test_module.p
 
 from __future__ import annotations
 
+import stat
+import subprocess
 from typing import Any
 
 from chatmaild.autoconfig import render_autoconfig, render_mta_sts_policy
@@ -69,6 +71,18 @@ def test_self_signed_certificate_is_shared_with_nginx(tmp_path):
     assert "nginx.service" in unit["requiredBy"]
     for name in (DOMAIN, f"autoconfig.{DOMAIN}", f"mta-sts.{DOMAIN}", f"www.{DOMAIN}"):
         assert f"DNS:{name}" in unit["script"]
+    # run with this host's openssl: key and certificate end up group-readable, also when an
+    # older pair (0600) is already there
+    script = (unit["script"]
+              .replace("/nix/store/00000000000000000000000000000000-openssl-3.5.0/bin/openssl",
+                       "openssl")
+              .replace("/var/lib/chatmail-tls/", f"{tmp_path}/"))
+    for _ in range(2):
+        subprocess.run(["bash", "-euo", "pipefail", "-c", script], check=True,
+                       capture_output=True, timeout=60)
+        for name in ("key.pem", "cert.pem"):
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o640
+        (tmp_path / "key.pem").chmod(0o600)
 
 
 def test_acme_through_nginx(tmp_path):
