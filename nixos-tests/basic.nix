@@ -80,7 +80,8 @@ testers.runNixOSTest {
 
     with subtest("push: token set over IMAP METADATA, notification POSTed on delivery"):
         client.succeed(
-            "systemd-run --unit fake-push python3 ${common.scenarioDir}/mailbox.py"
+            # the unit's PATH is systemd's, not the shell's: the interpreter by its full path
+            "systemd-run --unit fake-push $(command -v python3) ${common.scenarioDir}/mailbox.py"
             " notify-endpoint --port ${toString pushPort} --record /tmp/push.jsonl")
         client.wait_for_open_port(${toString pushPort})
         alice, bob = ("pushalice@${domain}", "alicepass1"), ("pushbob01@${domain}", "bobpass01")
