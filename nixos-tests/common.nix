@@ -58,7 +58,7 @@ rec {
   driverHelpers = ''
     def wait_for_relay(machine):
         for unit in ("postfix.service", "doveauth.service", "filtermail.service",
-                     "filtermail-incoming.service"):
+                     "filtermail-incoming.service", "chatmail-metadata.service"):
             machine.wait_for_unit(unit)
         for port in (25, 143, 465, 587, 993, 10080, 10081):
             machine.wait_for_open_port(port)
