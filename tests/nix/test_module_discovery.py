@@ -8,7 +8,8 @@ import subprocess
 from typing import Any
 
 from chatmaild.autoconfig import render_autoconfig, render_mta_sts_policy
-from test_module import DOMAIN, evaluate, failed_assertions, master_args, relay
+from nix_tools import REPO, eval_json
+from test_module import NIXPKGS_LIB, DOMAIN, evaluate, failed_assertions, master_args, relay
 
 SOCKET = "/run/opendkim/opendkim.sock"
 
@@ -151,3 +152,21 @@ def test_dkim_off(tmp_path):
     master = summary["postfix"]["master"]
     for service in ("reinject", "reinject_incoming"):
         assert "smtpd_milters" not in master_args(master[service])
+
+
+def test_flake_app_dns_zone():
+    expression = f"""
+      let
+        lib = import {NIXPKGS_LIB};
+        flake = import {REPO / "flake.nix"};
+        nixpkgs = {{ inherit lib; outPath = {REPO / "tests" / "nix" / "stubs" / "nixpkgs"}; }};
+        self = flake.outputs {{ inherit self nixpkgs; }};
+      in
+      lib.mapAttrs (_: apps: lib.mapAttrs (_: app: {{
+        inherit (app) type; program = toString app.program; }}) apps) self.apps
+    """
+    apps = eval_json(expression)
+    assert sorted(apps) == ["aarch64-linux", "x86_64-linux"]
+    for system_apps in apps.values():
+        assert system_apps["dns-zone"]["type"] == "app"
+        assert system_apps["dns-zone"]["program"].endswith("-chatmaild/bin/chatmail-dns-zone")
