@@ -1,7 +1,12 @@
 # nginx: the relay's HTTPS site (autoconfig, MTA-STS, /new, index page), the port 80 redirect with
 # the ACME challenge, ALPN multiplexing of port 443; and chatmail-newemail behind /new. All of
 # it comes from render-discovery.nix (services.chatmail.rendered.discovery).
-{ config, lib, ... }:
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
 
 let
   cfg = config.services.chatmail;
@@ -77,9 +82,14 @@ in
     ];
 
     # render.nix's default paths.wwwDir is /etc/chatmail/www
-    environment.etc = lib.mapAttrs' (
-      name: text: lib.nameValuePair "chatmail/www/${name}" { inherit text; }
-    ) discovery.www;
+    environment.etc =
+      lib.mapAttrs' (name: text: lib.nameValuePair "chatmail/www/${name}" { inherit text; }) discovery.www
+      // {
+        # the index page's QR code, made at build time
+        "chatmail/www/${discovery.qr.file}".source =
+          pkgs.runCommand "chatmail-qr.png" { nativeBuildInputs = [ pkgs.qrencode ]; }
+            "qrencode -t PNG -s 8 -o $out ${lib.escapeShellArg discovery.qr.content}";
+      };
 
     services.nginx = {
       enable = true;

@@ -30,6 +30,8 @@
 #   paths       the effective discovery paths above
 #   www         files to install under paths.wwwDir: relative path -> text
 #               (index.html, .well-known/autoconfig/mail/config-v1.1.xml, .well-known/mta-sts.txt)
+#   qr          { file, content }: the index page shows wwwDir/<file>, a QR code (PNG) of
+#               <content>, which the deployer makes (qrencode) at build time or start
 #   nginx       servers   list of { name, serverNames, listen = [ { addr, port, ssl } ], root,
 #                         locations = { "<location>" = "directives"; } } (the HTTP side, in the
 #                         shape of services.nginx.virtualHosts)
@@ -144,6 +146,11 @@ let
   '';
 
   newAccountUrl = "dcaccount:https://${domain}/new";
+  # upstream's QR text (upper case: QR's compact alphanumeric mode)
+  qr = {
+    file = "qr-chatmail-invite.png";
+    content = "DCACCOUNT:https://${domain}/new";
+  };
 
   indexHtml = ''
     <!DOCTYPE html>
@@ -157,7 +164,8 @@ let
     <h1>${domain}</h1>
     <p>A chatmail relay for <a href="https://delta.chat">Delta Chat</a>.</p>
     <p><a href="${newAccountUrl}">Get an account on ${domain}</a>: open this link on a device
-    with Delta Chat, or scan it as a QR code (the text <code>${newAccountUrl}</code>).</p>
+    with Delta Chat, or scan this code with Delta Chat:</p>
+    <p><a href="${newAccountUrl}"><img src="/${qr.file}" alt="QR code of ${qr.content}"></a></p>
     </body>
     </html>
   '';
@@ -236,6 +244,7 @@ let
         "/" = "index index.html;\ntry_files $uri $uri/ =404;\n";
         "= /.well-known/autoconfig/mail/config-v1.1.xml" = xmlType;
         "= /.well-known/mta-sts.txt" = textType;
+        "= /${qr.file}" = "types { }\ndefault_type image/png;\n";
         # chatmail-newemail answers GET with the dcaccount: redirect itself, POST with JSON.
         "= /new" = newemailProxy;
         # the URL of early printed QR codes
@@ -383,7 +392,7 @@ let
   milterSocket = "unix:${paths.opendkimSocket}";
 in
 {
-  inherit paths www;
+  inherit paths www qr;
   nginx = {
     inherit servers httpConfig streamConfig;
     conf = nginxConf;

@@ -9,6 +9,7 @@ Each check prints its findings as one JSON object on the last line of its output
 deltachat DOMAIN      configure a Delta Chat core account from address and password only
 newemail DOMAIN       POST https://DOMAIN/new, log in over IMAP with what it returned; GET /new
 alpn DOMAIN           TLS to DOMAIN:443 with ALPN "imap", "smtp" and "http/1.1"
+qr DOMAIN             the QR code image the index page shows, as served
 dkim SENDER RECIPIENT a submitted mail from relay SENDER as delivered at relay RECIPIENT; then
                       the delivered mail re-sent to RECIPIENT's port 25 as it is and tampered
 unsigned SENDER RECIPIENT  an encrypted mail from a SENDER address, unsigned, to RECIPIENT's port 25
@@ -17,6 +18,7 @@ unsigned SENDER RECIPIENT  an encrypted mail from a SENDER address, unsigned, to
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import smtplib
 import socket
@@ -77,6 +79,21 @@ def newemail(args: argparse.Namespace) -> dict:
         get = {"status": error.code, "location": error.headers.get("Location")}
     return {"credentials": credentials, "imap_login": True, "capabilities": capabilities,
             "get": get}
+
+
+def qr_image(args: argparse.Namespace) -> dict:
+    """The index page's QR code image as served: its content type and SHA-256."""
+    context = ssl.create_default_context(cafile=args.ca)
+    with urllib.request.urlopen(f"https://{args.domain}/", context=context,
+                                timeout=TIMEOUT) as response:
+        index = response.read().decode()
+    source = index.split('<img src="', 1)[1].split('"', 1)[0]
+    with urllib.request.urlopen(f"https://{args.domain}{source}", context=context,
+                                timeout=TIMEOUT) as response:
+        image = response.read()
+        content_type = response.headers.get("Content-Type")
+    return {"source": source, "content_type": content_type,
+            "sha256": hashlib.sha256(image).hexdigest()}
 
 
 def alpn_greeting(domain: str, ca: str | None, protocol: str) -> dict:
@@ -152,7 +169,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     lib.relay_arguments(parser)
     checks = parser.add_subparsers(dest="check", required=True)
-    for name, handler in (("deltachat", deltachat), ("newemail", newemail), ("alpn", alpn)):
+    for name, handler in (("deltachat", deltachat), ("newemail", newemail), ("alpn", alpn),
+                          ("qr", qr_image)):
         sub = checks.add_parser(name)
         sub.add_argument("domain")
         sub.set_defaults(handler=handler)

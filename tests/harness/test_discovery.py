@@ -6,6 +6,7 @@ the relay side is read from the relays' state (nginx access log, zone file, DKIM
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -129,3 +130,13 @@ def test_discovery_scenario(relays: LocalRelays, domain: str) -> None:
     result = relays.run_client(SCENARIOS / "discovery.py", "--domain", domain, "--ca", relays.ca)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"https://autoconfig.{domain}/mail/config-v1.1.xml: as rendered" in result.stdout
+
+
+def test_index_page_qr_code_holds_the_account_link(relays: LocalRelays) -> None:
+    found = client_check(relays, "qr", DISCOVERY_DOMAIN)
+    image = state_dir(relays, DISCOVERY_DOMAIN) / "www" / found["source"].lstrip("/")
+    assert found["content_type"] == "image/png"
+    assert found["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
+    decoded = subprocess.run(["zbarimg", "--quiet", "--raw", str(image)], capture_output=True,
+                             text=True, timeout=60)
+    assert decoded.stdout.strip() == f"DCACCOUNT:https://{DISCOVERY_DOMAIN}/new", decoded

@@ -163,6 +163,10 @@ in
         ;
     };
     acmeCerts = config.security.acme.certs;
+    # files from build commands (runCommand stub): their script
+    etcBuilt = mapAttrs (_: file: file.source.script) (
+      filterAttrs (_: file: (file.source or null) ? script) config.environment.etc
+    );
     userGroups = mapAttrs (_: user: user.extraGroups) config.users.users;
     groupMembers = mapAttrs (_: group: group.members) config.users.groups;
     rendered = lib.optionalAttrs config.services.chatmail.enable {

@@ -37,6 +37,8 @@ def test_nginx_serves_the_rendered_site(tmp_path):
     assert etc["chatmail/www/.well-known/autoconfig/mail/config-v1.1.xml"] == render_autoconfig(DOMAIN)
     assert etc["chatmail/www/.well-known/mta-sts.txt"] == render_mta_sts_policy(DOMAIN)
     assert f"dcaccount:https://{DOMAIN}/new" in etc["chatmail/www/index.html"]
+    qr = summary["etcBuilt"]["chatmail/www/qr-chatmail-invite.png"]
+    assert qr == f"qrencode -t PNG -s 8 -o $out DCACCOUNT:https://{DOMAIN}/new"
 
 
 def test_newemail_service(tmp_path):

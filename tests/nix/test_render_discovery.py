@@ -47,8 +47,15 @@ def test_mta_sts_policy_equals_chatmaild_rendering(tmp_path):
     assert www[".well-known/mta-sts.txt"] == render_mta_sts_policy(DOMAIN)
 
 
-def test_index_page_links_the_account_qr_url(tmp_path):
-    assert f'href="dcaccount:https://{DOMAIN}/new"' in discovery(tmp_path)["www"]["index.html"]
+def test_index_page_links_the_account_url_and_shows_its_qr_code(tmp_path):
+    result = discovery(tmp_path)
+    index = result["www"]["index.html"]
+    assert f'href="dcaccount:https://{DOMAIN}/new"' in index
+    assert result["qr"] == {"file": "qr-chatmail-invite.png",
+                            "content": f"DCACCOUNT:https://{DOMAIN}/new"}
+    assert '<img src="/qr-chatmail-invite.png"' in index
+    main = next(s for s in result["nginx"]["servers"] if s["name"] == DOMAIN)
+    assert "default_type image/png;" in main["locations"]["= /qr-chatmail-invite.png"]
 
 
 def nginx_test(conf_text: str, directory: Path) -> subprocess.CompletedProcess[str]:
