@@ -22,6 +22,7 @@ from __future__ import annotations
 import binascii
 import re
 from dataclasses import dataclass
+from email import errors
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesHeaderParser
@@ -50,6 +51,8 @@ _ARMOR_CHECKSUM_RE = re.compile(rb"=[A-Za-z0-9+/]{4}")
 _BASE64_LINES_RE = re.compile(rb"[A-Za-z0-9+/\r\n]*(?:=[\r\n]*){0,2}")
 _MAX_ARMOR_TRAILER = 4096
 _HEADER_PARSER = BytesHeaderParser()
+# defects of a header block holding lines that are neither fields nor their continuations
+_BROKEN_FIELD_LINES = (errors.MissingHeaderBodySeparatorDefect, errors.FirstHeaderLineIsContinuationDefect)
 
 
 class MalformedMessage(ValueError):
@@ -204,12 +207,20 @@ def is_encrypted(message: Entity, allow_armor_headers: bool) -> bool:
     if parts is None or len(parts) != 2:
         return False
     control, encrypted = parts
+    # A header block with a line that is no field is read differently by other parsers (the
+    # stdlib's message parser starts the body there): such a mail is not clearly encrypted.
+    if any(_has_broken_field_lines(entity) for entity in (message, control, encrypted)):
+        return False
     return (
         control.content_type == "application/pgp-encrypted"
         and control.body.strip() == b"Version: 1"
         and encrypted.content_type == "application/octet-stream"
         and is_armored_openpgp_message(encrypted.data, allow_armor_headers, encrypted.body_start, encrypted.body_end)
     )
+
+
+def _has_broken_field_lines(entity: Entity) -> bool:
+    return any(isinstance(defect, _BROKEN_FIELD_LINES) for defect in entity.headers.defects)
 
 
 def is_armored_openpgp_message(
@@ -253,6 +264,10 @@ def is_armored_openpgp_message(
             return False
         data_stop = last_line_start
     if not _is_strict_base64(armored, pos, data_stop):
+        return False
+    # whole 4-character groups: the lenient decoder below would decode "QQ=" or "Q" tails
+    line_breaks = armored.count(b"\n", pos, data_stop) + armored.count(b"\r", pos, data_stop)
+    if (data_stop - pos - line_breaks) % 4:
         return False
     try:
         packets = binascii.a2b_base64(memoryview(armored)[pos:data_stop])
