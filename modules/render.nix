@@ -93,6 +93,8 @@
 #                 the files it serves, OpenDKIM, the chatmail-newemail argv: see
 #                 render-discovery.nix, which also documents params.discovery and its paths.
 #                 Its milter options are part of master.cf's reinject services.
+#   systemdUnits  the systemd services of the daemons and the expire job (render-systemd.nix):
+#                 name -> { description; serviceConfig; text (the unit file) }.
 #   jobs          argv lists of periodic jobs: expire = [ chatmail-expire INI --remove ]
 #                 (upstream runs it daily; it deletes by the settings delete_*_after, using the
 #                 last-login day that Dovecot's last_login plugin stores through doveauth).
@@ -890,6 +892,10 @@ let
       pushNotificationUrl
     ];
   };
+
+  # systemd services of the daemons and jobs (serviceConfig for the module, unit text for
+  # `systemd-analyze security --offline`)
+  systemdUnits = import ./render-systemd.nix { inherit paths daemons jobs; };
 in
 {
   inherit
@@ -910,6 +916,7 @@ in
     daemons
     jobs
     discovery
+    systemdUnits
     ;
   ports = {
     public = publicPorts;

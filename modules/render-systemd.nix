@@ -1,0 +1,164 @@
+# render-systemd.nix — the systemd services of the chatmaild daemons and jobs, builtins only.
+#
+# One source for the NixOS module (modules/chatmaild.nix takes each `serviceConfig` from here)
+# and for checking the confinement offline: `text` is the same service as a unit file, which
+# tests/nix feeds to `systemd-analyze security --offline=true` (every unit must stay at an
+# exposure of 2.0 or less).
+#
+# ARGUMENTS  { paths, daemons, jobs } as render.nix computes them.
+# RESULT     attrset unit name -> { description; serviceConfig; text; }
+#            serviceConfig: values as nixpkgs' systemd.services.<name>.serviceConfig takes them
+#            (strings, bools, lists of strings); text: the unit file ([Unit] and [Service]).
+{
+  paths,
+  daemons,
+  jobs,
+}:
+let
+  inherit (builtins)
+    attrNames
+    concatMap
+    concatStringsSep
+    isBool
+    isList
+    mapAttrs
+    match
+    replaceStrings
+    substring
+    ;
+
+  # Confinement shared by every daemon and job: they need their sockets, chatmail.ini and
+  # (doveauth, metadata, expire) the maildirs, nothing else.
+  hardening = {
+    User = paths.vmailUser;
+    Group = paths.vmailGroup;
+    UMask = "0007";
+    NoNewPrivileges = true;
+    CapabilityBoundingSet = "";
+    AmbientCapabilities = "";
+    PrivateTmp = true;
+    PrivateDevices = true;
+    DevicePolicy = "closed";
+    PrivateMounts = true;
+    PrivateUsers = true;
+    ProtectSystem = "strict";
+    # Maildirs under /home (upstream's /home/vmail/mail/<domain>) stay reachable, read-only
+    # except where ReadWritePaths allows.
+    ProtectHome = if substring 0 6 paths.mailboxesDir == "/home/" then "read-only" else true;
+    ProtectProc = "invisible";
+    ProcSubset = "pid";
+    ProtectClock = true;
+    ProtectHostname = true;
+    ProtectKernelLogs = true;
+    ProtectKernelModules = true;
+    ProtectKernelTunables = true;
+    ProtectControlGroups = true;
+    RestrictNamespaces = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    LockPersonality = true;
+    MemoryDenyWriteExecute = true;
+    RemoveIPC = true;
+    SystemCallArchitectures = "native";
+    SystemCallErrorNumber = "EPERM";
+    SystemCallFilter = [
+      "@system-service"
+      "~@privileged"
+      "~@resources"
+    ];
+  };
+
+  # Only the maildirs and unix sockets, no network at all.
+  maildirsOnly = {
+    PrivateNetwork = true;
+    IPAddressDeny = "any";
+    ReadWritePaths = [ paths.mailboxesDir ];
+    RestrictAddressFamilies = [ "AF_UNIX" ];
+  };
+
+  # filtermail talks SMTP on loopback only (AF_UNIX: asyncio's event loop wakes itself up
+  # through a socketpair).
+  loopbackOnly = {
+    RestrictAddressFamilies = [
+      "AF_UNIX"
+      "AF_INET"
+      "AF_INET6"
+    ];
+    IPAddressDeny = "any";
+    IPAddressAllow = "localhost";
+  };
+
+  # The same quoting as nixpkgs' lib.escapeShellArgs for what needs it; plain words stay bare.
+  escapeArg = arg: if match "[A-Za-z0-9_./=:@%+,-]+" arg != null then arg else "'${replaceStrings [ "'" ] [ "'\\''" ] arg}'";
+
+  daemon = argv: extra: hardening // {
+    ExecStart = concatStringsSep " " (map escapeArg argv);
+    Restart = "always";
+    RestartSec = "2s";
+  } // extra;
+
+  # A socket directory only the vmail user and group (Dovecot's auth-worker, imap and lmtp
+  # processes) can enter; the sockets in it are 0660.
+  socketDirectory = socket: {
+    RuntimeDirectory = baseNameOf (dirOf socket);
+    RuntimeDirectoryMode = "0750";
+  };
+
+  services = {
+    # Dovecot's passdb/userdb: creates an account on its first login.
+    doveauth = {
+      description = "chatmail account database for Dovecot (doveauth)";
+      serviceConfig = daemon daemons.doveauth (maildirsOnly // socketDirectory paths.doveauthSocket);
+    };
+    # Postfix's before-queue filters: outgoing from submission, incoming from port 25.
+    filtermail = {
+      description = "chatmail filter for outgoing mail (filtermail)";
+      serviceConfig = daemon daemons.filtermail loopbackOnly;
+    };
+    filtermail-incoming = {
+      description = "chatmail filter for incoming mail (filtermail)";
+      serviceConfig = daemon daemons.filtermail-incoming loopbackOnly;
+    };
+    # IMAP METADATA for Dovecot (push tokens, in the maildirs) and the push notifications
+    # themselves: HTTPS to the notification service, wherever it is.
+    chatmail-metadata = {
+      description = "chatmail push notifications (chatmail-metadata)";
+      serviceConfig = daemon daemons.metadata (socketDirectory paths.metadataSocket // {
+        ReadWritePaths = [ paths.mailboxesDir ];
+        RestrictAddressFamilies = [
+          "AF_UNIX"
+          "AF_INET"
+          "AF_INET6"
+        ];
+      });
+    };
+    # Deletes old messages and inactive accounts (settings delete_*_after).
+    chatmail-expire = {
+      description = "chatmail mailbox expiry";
+      serviceConfig = hardening // maildirsOnly // {
+        Type = "oneshot";
+        ExecStart = concatStringsSep " " (map escapeArg jobs.expire);
+        RestrictAddressFamilies = "none";
+      };
+    };
+  };
+
+  unitValue = value: if isBool value then (if value then "yes" else "no") else toString value;
+  # lists as repeated assignments, as nixpkgs writes them
+  unitLines = config: concatMap (
+    name:
+    let
+      value = config.${name};
+    in
+    if isList value then map (v: "${name}=${unitValue v}") value else [ "${name}=${unitValue value}" ]
+  ) (attrNames config);
+
+  unitText = service: ''
+    [Unit]
+    Description=${service.description}
+
+    [Service]
+    ${concatStringsSep "\n" (unitLines service.serviceConfig)}
+  '';
+in
+mapAttrs (_: service: service // { text = unitText service; }) services

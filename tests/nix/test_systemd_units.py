@@ -1,0 +1,59 @@
+"""The chatmaild daemons' systemd units, rendered by render.nix (the module uses the same
+serviceConfig), measured with Debian's `systemd-analyze security --offline=true`: every unit at
+an exposure of 2.0 or less. doveauth's socket is for the vmail user and group only."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nix_tools import render
+
+MAX_EXPOSURE = 2.0
+UNITS = ("doveauth", "filtermail", "filtermail-incoming", "chatmail-metadata", "chatmail-expire")
+
+
+@pytest.fixture(scope="module")
+def units(tmp_path_factory) -> dict:
+    return render({"domain": "chat.example.org"}, tmp_path_factory.mktemp("units"))["systemdUnits"]
+
+
+def exposure(unit_file: Path) -> float:
+    result = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit_file)],
+                            capture_output=True, text=True, timeout=60)
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
+    assert found, result.stdout + result.stderr
+    return float(found.group(1))
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze (Debian's systemd)")
+def test_every_unit_has_low_exposure(units: dict, tmp_path: Path) -> None:
+    assert set(UNITS) <= set(units)
+    figures = {}
+    for name in UNITS:
+        unit_file = tmp_path / f"{name}.service"
+        unit_file.write_text(units[name]["text"])
+        figures[name] = exposure(unit_file)
+    print("systemd-analyze security --offline exposure: " + ", ".join(f"{n} {e:.1f}" for n, e in figures.items()))
+    assert all(value <= MAX_EXPOSURE for value in figures.values()), figures
+
+
+def test_unit_text_is_the_service_config(units: dict) -> None:
+    """The text holds every serviceConfig value (lists as repeated lines, bools yes/no)."""
+    for name in UNITS:
+        lines = set(units[name]["text"].splitlines())
+        for key, value in units[name]["serviceConfig"].items():
+            for item in value if isinstance(value, list) else [value]:
+                text = ("yes" if item else "no") if isinstance(item, bool) else str(item)
+                assert f"{key}={text}" in lines, (name, key, item)
+
+
+def test_doveauth_socket_only_for_vmail(units: dict) -> None:
+    config = units["doveauth"]["serviceConfig"]
+    assert (config["User"], config["Group"]) == ("vmail", "vmail")
+    assert config["RuntimeDirectory"] == "doveauth" and config["RuntimeDirectoryMode"] == "0750"
+    assert config["RestrictAddressFamilies"] == ["AF_UNIX"] and config["PrivateNetwork"] is True
