@@ -265,15 +265,63 @@ def is_armored_openpgp_message(
         data_stop = last_line_start
     if not _is_strict_base64(armored, pos, data_stop):
         return False
-    # whole 4-character groups: the lenient decoder below would decode "QQ=" or "Q" tails
-    line_breaks = armored.count(b"\n", pos, data_stop) + armored.count(b"\r", pos, data_stop)
-    if (data_stop - pos - line_breaks) % 4:
+    # whole 4-character groups: the lenient decoder would decode "QQ=" or "Q" tails
+    characters = data_stop - pos - armored.count(b"\n", pos, data_stop) - armored.count(b"\r", pos, data_stop)
+    if characters % 4:
         return False
+    padding = armored.count(b"=", max(pos, data_stop - 8), data_stop)
+    packets = _DecodedBase64(armored, pos, data_stop, characters // 4 * 3 - padding)
     try:
-        packets = binascii.a2b_base64(memoryview(armored)[pos:data_stop])
+        return is_encrypted_packet_sequence(packets)
     except binascii.Error:  # wrong padding
         return False
-    return is_encrypted_packet_sequence(packets)
+
+
+class _DecodedBase64:
+    """The bytes that base64 lines ``data[start:stop]`` (checked: alphabet, whole groups, "="
+    only at the end) stand for, decoded a block at a time where they are read. The packet check
+    reads headers only and skips packet bodies, so a 10 MB armor is not decoded into a 7.5 MB
+    buffer (filtermail's peak memory); reads go forward (going back restarts the decoding)."""
+
+    BLOCK = 1 << 16  # armor bytes decoded at a time
+
+    def __init__(self, data: bytes | bytearray, start: int, stop: int, length: int) -> None:
+        self._data, self._start, self._stop, self._length = data, start, stop, length
+        self._rewind()
+
+    def _rewind(self) -> None:
+        self._next = self._start  # where the next block of armor begins
+        self._carry = b""  # base64 characters of an incomplete group at the end of a block
+        self._block = b""
+        self._block_offset = 0  # decoded offset of self._block[0]
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _advance(self) -> None:
+        end = min(self._stop, self._next + self.BLOCK)
+        characters = self._carry + bytes(self._data[self._next : end]).translate(None, b"\r\n")
+        usable = len(characters) if end == self._stop else len(characters) - len(characters) % 4
+        self._block_offset += len(self._block)
+        self._block = binascii.a2b_base64(characters[:usable])
+        self._carry = characters[usable:]
+        self._next = end
+
+    def _byte(self, index: int) -> int:
+        if not 0 <= index < self._length:
+            raise IndexError(index)
+        if index < self._block_offset:
+            self._rewind()
+        while index >= self._block_offset + len(self._block):
+            if self._next >= self._stop:
+                raise IndexError(index)
+            self._advance()
+        return self._block[index - self._block_offset]
+
+    def __getitem__(self, key: int | slice) -> int | bytes:  # type: ignore[override]
+        if isinstance(key, slice):
+            return bytes(self._byte(i) for i in range(*key.indices(self._length)))
+        return self._byte(key)
 
 
 def _is_strict_base64(data: bytes, start: int, end: int) -> bool:
