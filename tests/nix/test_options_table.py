@@ -34,3 +34,15 @@ def test_table_lists_every_option_once():
     assert "services.chatmail.rendered" not in rows  # internal
     assert all(line.count(" | ") == 3 and "{option}" not in line for line in lines)
     assert "| `31457280` |" in rows["services.chatmail.settings.max_message_size"]
+
+
+def test_readme_table_is_the_generated_one():
+    proc = subprocess.run([str(REPO / "scripts" / "options-table")], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "NIXPKGS_LIB": NIXPKGS_LIB})
+    assert proc.returncode == 0, proc.stderr
+    readme = (REPO / "README.md").read_text()
+    begin, end = "<!-- options-table:begin -->\n", "<!-- options-table:end -->\n"
+    shown = readme[readme.index(begin) + len(begin):readme.index(end)]
+    assert shown == proc.stdout, (
+        "README.md's option table is stale: run "
+        "NIXPKGS_LIB=... scripts/options-table --update README.md")
