@@ -1,6 +1,7 @@
 # nginx: the relay's HTTPS site (autoconfig, MTA-STS, /new, index page), the port 80 redirect with
 # the ACME challenge, ALPN multiplexing of port 443; and chatmail-newemail behind /new. All of
-# it comes from render-discovery.nix (services.chatmail.rendered.discovery).
+# it comes from render.nix: services.chatmail.rendered.discovery (render-discovery.nix) and,
+# for the service, rendered.systemdUnits (render-systemd.nix).
 {
   config,
   lib,
@@ -99,38 +100,13 @@ in
       );
     };
 
+    # confinement included: render.nix renders it once for the module and for
+    # `systemd-analyze security --offline` (tests/nix)
     systemd.services.chatmail-newemail = {
-      description = "chatmail /new: credentials for new accounts (behind nginx)";
+      inherit (cfg.rendered.systemdUnits.chatmail-newemail) description serviceConfig;
       wantedBy = [ "multi-user.target" ];
       after = [ "network.target" ];
       restartTriggers = [ cfg.rendered.chatmailIni ];
-      serviceConfig = {
-        ExecStart = lib.escapeShellArgs discovery.newemail;
-        Restart = "always";
-        RestartSec = "2s";
-        DynamicUser = true;
-        NoNewPrivileges = true;
-        CapabilityBoundingSet = "";
-        PrivateTmp = true;
-        PrivateDevices = true;
-        ProtectSystem = "strict";
-        ProtectHome = true;
-        ProtectProc = "invisible";
-        ProtectKernelTunables = true;
-        ProtectKernelModules = true;
-        ProtectControlGroups = true;
-        RestrictNamespaces = true;
-        LockPersonality = true;
-        SystemCallArchitectures = "native";
-        SystemCallFilter = [ "@system-service" ];
-        RestrictAddressFamilies = [
-          "AF_UNIX"
-          "AF_INET"
-          "AF_INET6"
-        ];
-        IPAddressDeny = "any";
-        IPAddressAllow = "localhost";
-      };
     };
   };
 }

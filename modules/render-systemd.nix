@@ -5,7 +5,8 @@
 # tests/nix feeds to `systemd-analyze security --offline=true` (every unit must stay at an
 # exposure of 2.0 or less).
 #
-# ARGUMENTS  { paths, daemons, jobs } as render.nix computes them.
+# ARGUMENTS  { paths, daemons, jobs, newemail } as render.nix computes them (newemail: the
+#            chatmail-newemail argv of render-discovery.nix; modules/nginx.nix runs that unit).
 # RESULT     attrset unit name -> { description; serviceConfig; text; }
 #            serviceConfig: values as nixpkgs' systemd.services.<name>.serviceConfig takes them
 #            (strings, bools, lists of strings); text: the unit file ([Unit] and [Service]).
@@ -13,6 +14,7 @@
   paths,
   daemons,
   jobs,
+  newemail,
 }:
 let
   inherit (builtins)
@@ -23,6 +25,7 @@ let
     isList
     mapAttrs
     match
+    removeAttrs
     replaceStrings
     substring
     ;
@@ -76,8 +79,8 @@ let
     RestrictAddressFamilies = [ "AF_UNIX" ];
   };
 
-  # filtermail talks SMTP on loopback only (AF_UNIX: asyncio's event loop wakes itself up
-  # through a socketpair).
+  # filtermail talks SMTP, chatmail-newemail HTTP (to nginx), on loopback only (AF_UNIX:
+  # filtermail's asyncio event loop wakes itself up through a socketpair).
   loopbackOnly = {
     RestrictAddressFamilies = [
       "AF_UNIX"
@@ -131,6 +134,16 @@ let
           "AF_INET6"
         ];
       });
+    };
+    # /new behind nginx: reads chatmail.ini (world-readable) and looks whether the nocreate
+    # file exists, nothing of vmail's, so a throwaway user without the maildirs.
+    chatmail-newemail = {
+      description = "chatmail /new: credentials for new accounts (behind nginx)";
+      # without User/Group: systemd would take the static vmail user over DynamicUser
+      serviceConfig = removeAttrs (daemon newemail loopbackOnly) [ "User" "Group" ] // {
+        DynamicUser = true;
+        ProtectHome = true;
+      };
     };
     # Deletes old messages and inactive accounts (settings delete_*_after).
     chatmail-expire = {

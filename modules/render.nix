@@ -93,7 +93,8 @@
 #                 the files it serves, OpenDKIM, the chatmail-newemail argv: see
 #                 render-discovery.nix, which also documents params.discovery and its paths.
 #                 Its milter options are part of master.cf's reinject services.
-#   systemdUnits  the systemd services of the daemons and the expire job (render-systemd.nix):
+#   systemdUnits  the systemd services of the daemons, chatmail-newemail (run by the module only
+#                 with nginx) and the expire job (render-systemd.nix):
 #                 name -> { description; serviceConfig; text (the unit file) }.
 #   jobs          argv lists of periodic jobs: expire = [ chatmail-expire INI --remove ]
 #                 (upstream runs it daily; it deletes by the settings delete_*_after, using the
@@ -895,7 +896,10 @@ let
 
   # systemd services of the daemons and jobs (serviceConfig for the module, unit text for
   # `systemd-analyze security --offline`)
-  systemdUnits = import ./render-systemd.nix { inherit paths daemons jobs; };
+  systemdUnits = import ./render-systemd.nix {
+    inherit paths daemons jobs;
+    inherit (discovery) newemail;
+  };
 in
 {
   inherit

@@ -1,6 +1,7 @@
-"""The chatmaild daemons' systemd units, rendered by render.nix (the module uses the same
-serviceConfig), measured with Debian's `systemd-analyze security --offline=true`: every unit at
-an exposure of 2.0 or less. doveauth's socket is for the vmail user and group only."""
+"""The systemd units of the chatmaild daemons, chatmail-newemail and the expire job, rendered by
+render.nix (the module uses the same serviceConfig), measured with Debian's `systemd-analyze security --offline=true`: every unit at
+an exposure of 2.0 or less. doveauth's socket is for the vmail user and group only;
+chatmail-newemail runs as a dynamic user, loopback only."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 from nix_tools import render
 
 MAX_EXPOSURE = 2.0
-UNITS = ("doveauth", "filtermail", "filtermail-incoming", "chatmail-metadata", "chatmail-expire")
+UNITS = {"doveauth", "filtermail", "filtermail-incoming", "chatmail-metadata", "chatmail-newemail",
+         "chatmail-expire"}
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +34,9 @@ def exposure(unit_file: Path) -> float:
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze (Debian's systemd)")
 def test_every_unit_has_low_exposure(units: dict, tmp_path: Path) -> None:
-    assert set(UNITS) <= set(units)
+    assert set(units) == UNITS
     figures = {}
-    for name in UNITS:
+    for name in sorted(units):
         unit_file = tmp_path / f"{name}.service"
         unit_file.write_text(units[name]["text"])
         figures[name] = exposure(unit_file)
@@ -44,7 +46,7 @@ def test_every_unit_has_low_exposure(units: dict, tmp_path: Path) -> None:
 
 def test_unit_text_is_the_service_config(units: dict) -> None:
     """The text holds every serviceConfig value (lists as repeated lines, bools yes/no)."""
-    for name in UNITS:
+    for name in units:
         lines = set(units[name]["text"].splitlines())
         for key, value in units[name]["serviceConfig"].items():
             for item in value if isinstance(value, list) else [value]:
@@ -57,3 +59,12 @@ def test_doveauth_socket_only_for_vmail(units: dict) -> None:
     assert (config["User"], config["Group"]) == ("vmail", "vmail")
     assert config["RuntimeDirectory"] == "doveauth" and config["RuntimeDirectoryMode"] == "0750"
     assert config["RestrictAddressFamilies"] == ["AF_UNIX"] and config["PrivateNetwork"] is True
+
+
+def test_newemail_is_a_dynamic_user_on_loopback(units: dict) -> None:
+    config = units["chatmail-newemail"]["serviceConfig"]
+    # a static User= would win over DynamicUser
+    assert config["DynamicUser"] is True and "User" not in config and "Group" not in config
+    assert config["ExecStart"] == "chatmail-newemail /etc/chatmail/chatmail.ini --listen 127.0.0.1:3691"
+    assert (config["Restart"], config["ProtectHome"]) == ("always", True)
+    assert (config["IPAddressDeny"], config["IPAddressAllow"]) == ("any", "localhost")
