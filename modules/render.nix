@@ -406,6 +406,15 @@ let
     smtpd_proxy_filter = smtpdProxy settings.filtermail_smtp_port;
   };
 
+  # Ports 587 and 465 differ only in how TLS starts.
+  submissionService = name: tlsArgs: {
+    type = "inet";
+    private = false;
+    maxproc = 5000;
+    command = "smtpd";
+    args = opts (submissionOpts // { syslog_name = "postfix/${name}"; } // tlsArgs);
+  };
+
   # nixpkgs' standard services, with nixpkgs' values (modules/postfix.nix forces every entry
   # of this attrset, so it must be complete), then the chatmail services.
   renderedMaster = {
@@ -490,32 +499,8 @@ let
     };
     # Ports 587 (STARTTLS) and 465 (TLS from the start): Delta Chat clients, SASL through
     # Dovecot, every message through filtermail (outgoing).
-    submission = {
-      type = "inet";
-      private = false;
-      maxproc = 5000;
-      command = "smtpd";
-      args = opts (
-        submissionOpts
-        // {
-          syslog_name = "postfix/submission";
-          smtpd_tls_auth_only = "yes";
-        }
-      );
-    };
-    submissions = {
-      type = "inet";
-      private = false;
-      maxproc = 5000;
-      command = "smtpd";
-      args = opts (
-        submissionOpts
-        // {
-          syslog_name = "postfix/submissions";
-          smtpd_tls_wrappermode = "yes";
-        }
-      );
-    };
+    submission = submissionService "submission" { smtpd_tls_auth_only = "yes"; };
+    submissions = submissionService "submissions" { smtpd_tls_wrappermode = "yes"; };
     # filtermail hands accepted mail back on these loopback ports.
     reinject = {
       name = smtpdProxy settings.postfix_reinject_port;
