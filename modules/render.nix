@@ -415,6 +415,17 @@ let
     args = opts (submissionOpts // { syslog_name = "postfix/${name}"; } // tlsArgs);
   };
 
+  # filtermail hands accepted mail back on these loopback ports.
+  reinjectService = port: args: {
+    name = smtpdProxy port;
+    type = "inet";
+    private = false;
+    chroot = false;
+    maxproc = 100;
+    command = "smtpd";
+    args = opts args;
+  };
+
   # nixpkgs' standard services, with nixpkgs' values (modules/postfix.nix forces every entry
   # of this attrset, so it must be complete), then the chatmail services.
   renderedMaster = {
@@ -501,33 +512,18 @@ let
     # Dovecot, every message through filtermail (outgoing).
     submission = submissionService "submission" { smtpd_tls_auth_only = "yes"; };
     submissions = submissionService "submissions" { smtpd_tls_wrappermode = "yes"; };
-    # filtermail hands accepted mail back on these loopback ports.
-    reinject = {
-      name = smtpdProxy settings.postfix_reinject_port;
-      type = "inet";
-      private = false;
-      chroot = false;
-      maxproc = 100;
-      command = "smtpd";
-      # DKIM-signed on the way out (render-discovery.nix, milter.sign).
-      args = opts (
-        {
-          syslog_name = "postfix/reinject";
-          cleanup_service_name = "authclean";
-        }
-        // discovery.milter.sign
-      );
-    };
-    reinject_incoming = {
-      name = smtpdProxy settings.postfix_reinject_port_incoming;
-      type = "inet";
-      private = false;
-      chroot = false;
-      maxproc = 100;
-      command = "smtpd";
-      # DKIM-verified on the way in (render-discovery.nix, milter.verify).
-      args = opts ({ syslog_name = "postfix/reinject_incoming"; } // discovery.milter.verify);
-    };
+    # DKIM-signed on the way out (render-discovery.nix, milter.sign).
+    reinject = reinjectService settings.postfix_reinject_port (
+      {
+        syslog_name = "postfix/reinject";
+        cleanup_service_name = "authclean";
+      }
+      // discovery.milter.sign
+    );
+    # DKIM-verified on the way in (render-discovery.nix, milter.verify).
+    reinject_incoming = reinjectService settings.postfix_reinject_port_incoming (
+      { syslog_name = "postfix/reinject_incoming"; } // discovery.milter.verify
+    );
     authclean = {
       private = false;
       maxproc = 0;
