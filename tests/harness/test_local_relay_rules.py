@@ -61,12 +61,6 @@ def test_hosts_file_maps_the_host_name() -> None:
     assert text.startswith("127.0.0.1\tlocalhost\n")
 
 
-def test_alternate_config_directories_keep_others() -> None:
-    assert lr.merged_directory_list("/other/a, /mine/b", ["/mine/c"], ["/mine/b"]) == ["/other/a", "/mine/c"]
-    assert lr.merged_directory_list("", ["/x", "/x"], []) == ["/x"]
-    assert lr.merged_directory_list("/x /y", [], ["/x", "/y"]) == []
-
-
 def test_prefix_choice() -> None:
     assert lr.pick_prefix(None, set()) == "cm-"
     other = lr.pick_prefix(None, {"cm-hub"})

@@ -147,7 +147,7 @@ def test_postfix_check_catches_unknown_parameter(tmp_path, tls_files):
 
 def test_master_commands_exist_in_postfix(tmp_path, tls_files):
     result = render(local_params(tmp_path, tls_files), tmp_path)
-    daemon_dir = Path(subprocess.run(["postconf", "-h", "daemon_directory"], check=True,
+    daemon_dir = Path(subprocess.run(["postconf", "-dh", "daemon_directory"], check=True,
                                      capture_output=True, text=True).stdout.strip())
     for key, entry in result["postfixMaster"].items():
         command = entry.get("command", key)
