@@ -45,6 +45,11 @@ let
     privacy_supervisor = setting types.lines "Postal address of the privacy supervisory authority.";
   };
 
+  # render.nix needs a domain. Without one, the assertion on services.chatmail.domain is what
+  # the user should see, but other modules' assertions read rendered values (nginx's its virtual
+  # hosts): they get this name, which no relay can have.
+  domain = if cfg.domain != null then cfg.domain else "domain-not-set.invalid";
+
   # Keys that render.nix takes from other options, never from settings.
   derivedSettings = {
     mail_domain = "services.chatmail.domain";
@@ -74,7 +79,7 @@ let
     .${cfg.tls.mode};
 
   params = {
-    inherit (cfg) domain;
+    inherit domain;
     settings = removeAttrs cfg.settings (lib.attrNames derivedSettings);
     paths = {
       configFile = "/etc/chatmail/chatmail.ini";
@@ -183,7 +188,7 @@ in
 
     mailboxesDir = mkOption {
       type = types.str;
-      default = "/var/lib/vmail/mail/${cfg.domain}";
+      default = "/var/lib/vmail/mail/${domain}";
       defaultText = lib.literalExpression ''"/var/lib/vmail/mail/''${config.services.chatmail.domain}"'';
       description = "Directory of the maildirs, one per address (the ini's `mailboxes_dir`).";
     };

@@ -1,7 +1,11 @@
-# Dovecot 2.3: the rendered settings through nixpkgs' services.dovecot2.
+# Dovecot 2.3: the rendered settings through nixpkgs' services.dovecot2. Written for both forms
+# of that module since its RFC 42 rewrite (docs/nixpkgs-compat.md): the first (NixOS/nixpkgs pull
+# request 500271: enableImap, enableDHE, user/group, unit dovecot2) and the newest (typed settings,
+# those options removed, unit dovecot); both write the same dovecot.conf from what this file sets.
 {
   config,
   lib,
+  options,
   pkgs,
   ...
 }:
@@ -11,6 +15,9 @@ let
   dovecotPackage = config.services.dovecot2.package;
   # Above nixpkgs' own defaults (mkDefault), below anything set explicitly.
   overNixpkgsDefault = lib.mkOverride 900;
+  # True where the option is a real one; the newest module keeps removed options only as
+  # mkRemovedOptionModule declarations (untyped), which refuse any definition.
+  hasDovecotOption = name: (options.services.dovecot2.${name}.type.name or null) == "bool";
 in
 {
   config = lib.mkIf cfg.enable {
@@ -27,14 +34,21 @@ in
       settings = lib.mkMerge [
         cfg.rendered.dovecot
         {
-          # 2.4's name for mail_location; nixpkgs sets it by default, Dovecot 2.3 refuses it.
-          mail_path = overNixpkgsDefault null;
           # nixpkgs points this at /run/current-system/sw; the package's own directory also
           # works where lib/dovecot is not linked into the system profile.
           mail_plugin_dir = overNixpkgsDefault "${dovecotPackage}/lib/dovecot/modules";
+          # The older module sets "service auth".user = "root" with ordinary priority; the
+          # rendered (unprivileged) user wins over it, as the newest module sets none.
+          "service auth".user = lib.mkForce cfg.rendered.dovecot."service auth".user;
+          # No POP3 here; the older module's default for it would be the only line the two
+          # generations write differently.
+          pop3_uidl_format = overNixpkgsDefault null;
         }
       ];
-    };
+    }
+    # The older module generates DH parameters at boot and sets ssl_dh from them; TLS 1.3 only
+    # (ssl_min_protocol) has no use for them.
+    // lib.optionalAttrs (hasDovecotOption "enableDHE") { enableDHE = false; };
 
     # At paths.dovecotAuthDictConf (default.nix), where passdb/userdb `args` point.
     environment.etc."dovecot/chatmail-auth-dict.conf".text = cfg.rendered.dovecotAuthDictConf;

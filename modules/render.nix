@@ -588,7 +588,8 @@ let
       "imap"
       "lmtp"
     ];
-    auth_mechanisms = "plain";
+    # a list: the newest nixpkgs module types it `(attrsOf bool) or (listOf str)`
+    auth_mechanisms = [ "plain" ];
     disable_plaintext_auth = true;
     # Enough client slots for the process limits below (avoids doveconf's warnings).
     default_client_limit = 20000;
@@ -675,10 +676,15 @@ let
         mode = "0600";
       };
     };
-    "service auth"."unix_listener ${queuePrivate}/auth" = {
-      user = paths.postfixUser;
-      group = paths.postfixGroup;
-      mode = "0660";
+    "service auth" = {
+      # Dovecot's default, written out: the dict passdb needs no privileges (upstream runs it
+      # so too), and one older nixpkgs module sets root here.
+      user = "$default_internal_user";
+      "unix_listener ${queuePrivate}/auth" = {
+        user = paths.postfixUser;
+        group = paths.postfixGroup;
+        mode = "0660";
+      };
     };
     # doveauth's socket belongs to vmail; dict lookups run in auth-worker.
     "service auth-worker".user = paths.vmailUser;

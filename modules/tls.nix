@@ -57,7 +57,8 @@ in
       (lib.mkIf (cfg.tls.mode == "acme") {
         security.acme.certs.${cfg.domain} = {
           email = lib.mkIf (cfg.settings.acme_email != "") cfg.settings.acme_email;
-          reloadServices = tlsUsers;
+          # nginx's own module adds nginx.service for its useACMEHost hosts
+          reloadServices = [ "postfix.service" ] ++ dovecotUnits;
           extraDomainNames = lib.mkIf nginxOn extraNames;
           group = tlsGroup;
         }

@@ -1,35 +1,25 @@
 # Evaluates modules/ (the whole services.chatmail module) with nixpkgs' module system against
-# the stubs in ./stubs, and returns what the tests look at, including main.cf, master.cf and
-# dovecot.conf written the way nixpkgs' modules write them.
+# the stubs in ./stubs (one of the two services.dovecot2 generations), and returns what the tests
+# look at, including main.cf, master.cf, dovecot.conf and nginx.conf written the way nixpkgs'
+# modules write them.
 #
 #   nix-instantiate --eval --strict --json tests/nix/eval-module.nix \
-#     --arg nixpkgsLib /path/to/nixpkgs/lib --arg configFile ./config.json -A summary
+#     --arg nixpkgsLib /path/to/nixpkgs/lib --arg configFile ./config.json \
+#     --argstr dovecotGeneration typed -A summary
 {
   nixpkgsLib,
   # JSON: the NixOS configuration to evaluate (e.g. { "services": { "chatmail": { … } } }).
   configFile,
+  # which services.dovecot2 stub: "pr500271" or "typed" (stubs/dovecot-<generation>.nix)
+  dovecotGeneration ? "typed",
 }:
 
 let
   lib = import nixpkgsLib;
-  inherit (lib)
-    concatMapStringsSep
-    concatStringsSep
-    filterAttrs
-    isAttrs
-    isBool
-    isList
-    mapAttrs
-    mapAttrsToList
-    splitString
-    ;
+  inherit (lib) filterAttrs mapAttrs;
 
   eval = lib.evalModules {
-    modules = [
-      ./stubs/nixos.nix
-      ./stubs/postfix.nix
-      ./stubs/dovecot.nix
-      ./stubs/nginx.nix
+    modules = import ./stubs dovecotGeneration ++ [
       ../../modules
       { _module.args.pkgs = import ./stubs/pkgs.nix; }
       (lib.importJSON configFile)
@@ -38,74 +28,17 @@ let
   inherit (eval) config;
 
   defined = filterAttrs (_: value: value != null);
-  yesNo = b: if b then "yes" else "no";
-
-  # main.cf as nixpkgs' postfix module writes it.
-  mainCf = concatStringsSep "\n" (
-    mapAttrsToList (
-      name: value:
-      "${name} ="
-      + (
-        if isList value then
-          "\n  " + concatStringsSep ",\n  " value
-        else
-          " " + (if isBool value then yesNo value else toString value)
-      )
-    ) (defined config.services.postfix.settings.main)
-  );
-
-  # master.cf as nixpkgs writes it ("-" for fields left undefined).
-  masterCf = concatStringsSep "\n" (
-    mapAttrsToList (
-      _: entry:
-      let
-        column = value: render: if value == null then "-" else render value;
-        yn = b: if b then "y" else "n";
-      in
-      concatStringsSep "  " [
-        entry.name
-        entry.type
-        (column entry.private yn)
-        (column entry.privileged (b: yn (!b)))
-        (column entry.chroot yn)
-        (column entry.wakeup (
-          w: toString w + (if entry.wakeupUnusedComponent == false then "?" else "")
-        ))
-        (column entry.maxproc toString)
-        (
-          entry.command
-          + " "
-          + concatMapStringsSep " " (
-            arg: (if lib.hasPrefix "-" arg then "\n  " else "") + arg
-          ) entry.args
-        )
-      ]
-    ) config.services.postfix.settings.master
-  );
-
-  # dovecot.conf as nixpkgs' dovecot module writes `settings`: a section key is split at its
-  # space into type and name, null values become empty lines, string lists are joined by spaces.
-  dovecotEntry =
-    indent: name: value:
-    if value == null then
-      ""
-    else if isAttrs value then
-      let
-        words = splitString " " name;
-        sectionName = if builtins.length words == 2 then builtins.elemAt words 1 else "";
-      in
-      concatStringsSep "\n" (
-        [ "${indent}${builtins.head words} ${sectionName}${if sectionName != "" then " " else ""}{" ]
-        ++ mapAttrsToList (dovecotEntry "${indent}  ") value
-        ++ [ "${indent}}" ]
-      )
-    else if isList value then
-      "${indent}${name} = ${concatStringsSep " " value}"
-    else
-      "${indent}${name} = ${if isBool value then yesNo value else toString value}";
-  dovecotConf = concatStringsSep "\n" (
-    mapAttrsToList (dovecotEntry "") config.services.dovecot2.settings
-  );
+  # a virtual host as the tests look at it (sslCertificate has no default: only hosts with their
+  # own certificate files have one; nginx's module fills it in for ACME ones)
+  vhostSummary =
+    vhost:
+    removeAttrs vhost [
+      "sslCertificate"
+      "sslCertificateKey"
+    ]
+    // lib.optionalAttrs (vhost.onlySSL && vhost.useACMEHost == null && !vhost.enableACME) {
+      inherit (vhost) sslCertificate sslCertificateKey;
+    };
 in
 {
   failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
@@ -114,15 +47,16 @@ in
     postfix = {
       inherit (config.services.postfix) enable;
       main = defined config.services.postfix.settings.main;
-      master = mapAttrs (_: defined) config.services.postfix.settings.master;
-      inherit mainCf masterCf;
+      master = mapAttrs (_: entry: entry.defined) config.services.postfix.settings.master;
+      mainCf = config.services.postfix.writtenMainCf;
+      masterCf = config.services.postfix.writtenMasterCf;
     };
     dovecot = {
       inherit (config.services.dovecot2) enable enablePAM createMailUser;
       packageVersion = config.services.dovecot2.package.version;
       packageOverrides = config.services.dovecot2.package.overrideArgs;
       inherit (config.services.dovecot2) settings;
-      conf = dovecotConf;
+      conf = config.services.dovecot2.configFile.text;
     };
     services = mapAttrs (_: service: {
       inherit (service)
@@ -150,7 +84,9 @@ in
         ;
     }) config.security.acme.certs;
     nginx = {
-      inherit (config.services.nginx) enable streamConfig virtualHosts;
+      inherit (config.services.nginx) enable streamConfig;
+      virtualHosts = mapAttrs (_: vhostSummary) config.services.nginx.virtualHosts;
+      conf = config.services.nginx.configText;
     };
     opendkim = lib.optionalAttrs config.services.opendkim.enable {
       inherit (config.services.opendkim)

@@ -1,14 +1,19 @@
 """The NixOS module (modules/), evaluated with nixpkgs' module system against ./stubs.
 
+Every test runs once per services.dovecot2 generation (test ids `dovecot-pr500271`,
+`dovecot-typed`; tests/nix/stubs/dovecot-*.nix say which nixpkgs form each stands for).
+
 Needs nixpkgs' lib (never copied into this repository): NIXPKGS_LIB=/path/to/nixpkgs/lib.
 Without it every test here is reported as skipped.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,18 @@ if not NIXPKGS_LIB:
 EVAL_MODULE = REPO / "tests" / "nix" / "eval-module.nix"
 DOMAIN = "chat.example.org"
 TOOL_TIMEOUT = 60
+# stubs/dovecot-<generation>.nix: NixOS/nixpkgs PR 500271's form and the newest (typed) one
+DOVECOT_GENERATIONS = ("pr500271", "typed")
+DOVECOT_UNIT = {"pr500271": "dovecot2", "typed": "dovecot"}
+_generation: contextvars.ContextVar[str] = contextvars.ContextVar("dovecot_generation")
+
+
+@pytest.fixture(autouse=True, params=DOVECOT_GENERATIONS, ids=lambda g: f"dovecot-{g}")
+def dovecot_generation(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs each test of the modules that import this fixture against both generations."""
+    token = _generation.set(request.param)
+    yield request.param
+    _generation.reset(token)
 
 
 def evaluate(chatmail: dict[str, Any], tmp_path: Path, attr: str = "summary",
@@ -31,9 +48,17 @@ def evaluate(chatmail: dict[str, Any], tmp_path: Path, attr: str = "summary",
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps({"services": {"chatmail": chatmail}, **other}))
     return eval_json(
-        f"(import {EVAL_MODULE} {{ nixpkgsLib = {NIXPKGS_LIB}; configFile = {config_file}; }})"
-        f".{attr}"
+        f"(import {EVAL_MODULE} {{ nixpkgsLib = {NIXPKGS_LIB}; configFile = {config_file};"
+        f" dovecotGeneration = \"{_generation.get()}\"; }}).{attr}"
     )
+
+
+def without_section_titles(settings: Any) -> Any:
+    """Dovecot settings as set: the `_section` type/name nixpkgs adds to each section dropped."""
+    if isinstance(settings, dict):
+        return {key: without_section_titles(value) for key, value in settings.items()
+                if key != "_section"}
+    return settings
 
 
 def relay(**extra: Any) -> dict[str, Any]:
@@ -90,22 +115,95 @@ def test_postfix_accepts_config_as_nixpkgs_writes_it(summary, tmp_path):
         assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
-def test_dovecot_gets_23_and_the_rendered_settings(summary):
+def test_dovecot_gets_23_and_the_rendered_settings(summary, dovecot_generation):
     dovecot = summary["dovecot"]
     assert dovecot["enable"] is True
     assert dovecot["packageVersion"].startswith("2.3.")
     # nixpkgs builds Dovecot without Lua; the LMTP push script needs it
     assert dovecot["packageOverrides"] == {"withLua": True}
     assert dovecot["enablePAM"] is False and dovecot["createMailUser"] is False
-    settings = dovecot["settings"]
-    assert settings["mail_path"] is None  # nixpkgs' 2.4 default, unknown to 2.3
+    settings = without_section_titles(dovecot["settings"])
+    assert "mail_path" not in settings  # 2.4's name; no generation sets it for 2.3
+    assert settings["mail_location"] == f"maildir:/var/lib/vmail/mail/{DOMAIN}/%u"
+    assert settings["auth_mechanisms"] == ["plain"]
     assert settings["mail_plugin_dir"].endswith("-dovecot-2.3.21.1/lib/dovecot/modules")
     assert settings["passdb"] == {"driver": "dict",
                                   "args": "/etc/dovecot/chatmail-auth-dict.conf"}
-    # nixpkgs' "service auth" { user = root } and ours merge.
-    assert settings["service auth"]["user"] == "root"
+    # the older generation's "service auth" { user = root } is overridden, not merged
+    assert settings["service auth"]["user"] == "$default_internal_user"
     assert "unix_listener /var/lib/postfix/queue/private/auth" in settings["service auth"]
     assert settings["ssl"] == "required" and settings["disable_plaintext_auth"] is True
+    assert "ssl_dh" not in settings  # no DH parameters (TLS 1.3 only)
+    unit = DOVECOT_UNIT[dovecot_generation]
+    assert summary["services"][unit]["wantedBy"] == ["multi-user.target"]
+    assert set(summary["services"]) & set(DOVECOT_UNIT.values()) == {unit}
+
+
+def test_dovecot_conf_is_the_same_in_both_generations(tmp_path):
+    """Both generations write a dovecot.conf that Dovecot reads as the same configuration."""
+    shown = {}
+    for generation in DOVECOT_GENERATIONS:
+        token = _generation.set(generation)
+        try:
+            summary = evaluate(relay(dovecot=this_hosts_dovecot(tmp_path)), tmp_path)
+        finally:
+            _generation.reset(token)
+        conf = tmp_path / f"dovecot-{generation}.conf"
+        conf.write_text(summary["dovecot"]["conf"] + "\n")
+        proc = subprocess.run(["doveconf", "-c", str(conf), "-n"], capture_output=True,
+                              text=True, timeout=TOOL_TIMEOUT)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        shown[generation] = proc.stdout.replace(str(conf), "CONF")
+    assert shown["pr500271"] == shown["typed"]
+    assert "passdb {\n  args = /etc/dovecot/chatmail-auth-dict.conf\n  driver = dict\n}" in shown["typed"]
+
+
+@pytest.mark.parametrize(("setting", "value"), [
+    ("auth_mechanisms", "plain"),  # what render.nix wrote before: a string
+    ("base_dir", "run/dovecot"),  # a path must be absolute
+])
+def test_typed_generation_refuses_wrongly_typed_settings(tmp_path, dovecot_generation, setting,
+                                                        value):
+    chatmail = relay(dovecot={setting: value})
+    if dovecot_generation == "typed":
+        with pytest.raises(NixError, match=setting):
+            evaluate(chatmail, tmp_path)
+    else:  # the older generation takes any Dovecot value
+        assert evaluate(chatmail, tmp_path)["dovecot"]["settings"][setting] == value
+
+
+@pytest.mark.parametrize("option", ["enableImap", "enableDHE", "sslServerCert"])
+def test_options_only_the_older_generation_has(tmp_path, dovecot_generation, option):
+    value = "/c.pem" if option == "sslServerCert" else True
+    other = {"services": {"chatmail": relay(), "dovecot2": {option: value}}}
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(other))
+    expression = (f"(import {EVAL_MODULE} {{ nixpkgsLib = {NIXPKGS_LIB}; configFile = {config_file};"
+                  f" dovecotGeneration = \"{dovecot_generation}\"; }})")
+    if option == "sslServerCert" or dovecot_generation == "typed":
+        # removed: an assertion (mkRemovedOptionModule) or an error when read
+        try:
+            failed = eval_json(expression + ".failedAssertions")
+        except NixError as error:
+            assert option in str(error)
+        else:
+            assert any(option in message for message in failed), failed
+    else:
+        assert eval_json(expression + ".failedAssertions") == []
+
+
+def test_a_dovecot2_unit_is_refused_by_the_typed_generation(tmp_path, dovecot_generation):
+    failed = evaluate(relay(), tmp_path, "failedAssertions",
+                      systemd={"services": {"dovecot2": {"serviceConfig": {"LimitNOFILE": 1}}}})
+    refused = any("`dovecot2` systemd service" in message for message in failed)
+    assert refused == (dovecot_generation == "typed")
+
+
+def this_hosts_dovecot(tmp_path: Path) -> dict[str, Any]:
+    """Escape-hatch settings that let this host's doveconf read a NixOS dovecot.conf."""
+    return {"base_dir": str(tmp_path / "run"), "state_dir": str(tmp_path / "state"),
+            "instance_name": "module-test", "mail_plugin_dir": "/usr/lib/dovecot/modules",
+            "default_internal_user": "dovecot", "default_internal_group": "dovecot"}
 
 
 def test_dovecot_accepts_config_as_nixpkgs_writes_it(tmp_path):
@@ -119,9 +217,7 @@ def test_dovecot_accepts_config_as_nixpkgs_writes_it(tmp_path):
             tls={"mode": "manual", "certificateFile": str(cert), "keyFile": str(key)},
             settings=settings,
             # This host's Dovecot: its plugins and users instead of the NixOS ones.
-            dovecot={"base_dir": str(tmp_path / "run"), "state_dir": str(tmp_path / "state"),
-                     "instance_name": "module-test", "mail_plugin_dir": "/usr/lib/dovecot/modules",
-                     "default_internal_user": "dovecot", "default_internal_group": "dovecot"},
+            dovecot=this_hosts_dovecot(tmp_path),
         ), tmp_path)
         conf = tmp_path / "dovecot.conf"
         conf.write_text(summary["dovecot"]["conf"] + "\n")
@@ -197,9 +293,9 @@ def test_files_users_and_firewall(summary):
     assert sorted(summary["firewallPorts"]) == [25, 80, 143, 443, 465, 587, 993]
 
 
-def test_self_signed_certificate_unit(summary):
+def test_self_signed_certificate_unit(summary, dovecot_generation):
     unit = summary["services"]["chatmail-tls-selfsigned"]
-    tls_users = ["postfix.service", "dovecot2.service", "nginx.service"]
+    tls_users = ["postfix.service", f"{DOVECOT_UNIT[dovecot_generation]}.service", "nginx.service"]
     assert unit["before"] == unit["requiredBy"] == tls_users
     assert unit["serviceConfig"]["StateDirectory"] == "chatmail-tls"
     assert f"subjectAltName=DNS:{DOMAIN}" in unit["script"]
@@ -233,13 +329,22 @@ def test_firewall_closed_unless_asked(tmp_path):
     assert evaluate(relay(), tmp_path)["firewallPorts"] == []
 
 
-def test_acme(tmp_path):
-    summary = evaluate(relay(tls={"mode": "acme"}, openFirewall=True,
-                             settings={"acme_email": "ops@example.org"}), tmp_path)
-    assert summary["acme"][DOMAIN] == {
-        "directory": f"/var/lib/acme/{DOMAIN}", "email": "ops@example.org",
-        "listenHTTP": None,  # nginx answers the challenge (tests/nix/test_module_discovery.py)
-        "reloadServices": ["postfix.service", "dovecot2.service", "nginx.service"]}
+ACME_TERMS = {"security": {"acme": {"acceptTerms": True}}}
+
+
+def test_acme(tmp_path, dovecot_generation):
+    chatmail = relay(tls={"mode": "acme"}, openFirewall=True,
+                     settings={"acme_email": "ops@example.org"})
+    summary = evaluate(chatmail, tmp_path, **ACME_TERMS)
+    cert = summary["acme"][DOMAIN]
+    assert (cert["directory"], cert["email"]) == (f"/var/lib/acme/{DOMAIN}", "ops@example.org")
+    assert cert["listenHTTP"] is None  # nginx answers the challenge (test_module_discovery.py)
+    # nixpkgs' nginx module adds nginx.service itself (useACMEHost)
+    assert sorted(cert["reloadServices"]) == sorted(
+        ["postfix.service", f"{DOVECOT_UNIT[dovecot_generation]}.service", "nginx.service"])
+    assert evaluate(chatmail, tmp_path, "failedAssertions", **ACME_TERMS) == []
+    # security.acme's own assertion: the CA's terms must be accepted
+    assert any("acceptTerms" in m for m in failed_assertions(chatmail, tmp_path))
     assert summary["postfix"]["main"]["smtpd_tls_chain_files"] == [
         f"/var/lib/acme/{DOMAIN}/key.pem", f"/var/lib/acme/{DOMAIN}/fullchain.pem"]
     assert 80 in summary["firewallPorts"]

@@ -9,7 +9,8 @@ from typing import Any
 
 from chatmaild.autoconfig import render_autoconfig, render_mta_sts_policy
 from nix_tools import REPO, eval_json
-from test_module import NIXPKGS_LIB, DOMAIN, evaluate, failed_assertions, master_args, relay
+from test_module import (NIXPKGS_LIB, DOMAIN, dovecot_generation, evaluate, failed_assertions,  # noqa: F401
+                         master_args, relay, ACME_TERMS)
 
 SOCKET = "/run/opendkim/opendkim.sock"
 
@@ -89,7 +90,7 @@ def test_self_signed_certificate_is_shared_with_nginx(tmp_path):
 
 
 def test_acme_through_nginx(tmp_path):
-    summary = evaluate(relay(tls={"mode": "acme"}), tmp_path)
+    summary = evaluate(relay(tls={"mode": "acme"}), tmp_path, **ACME_TERMS)
     cert = summary["acmeCerts"][DOMAIN]
     assert cert["webroot"] == "/var/lib/acme/acme-challenge"
     assert cert.get("listenHTTP") is None
@@ -102,17 +103,20 @@ def test_acme_through_nginx(tmp_path):
     # port 80 answers the challenge from the same directory
     http = vhosts(summary)[f"{DOMAIN}-http"]["locations"]["/.well-known/acme-challenge/"]
     assert "root /var/lib/acme/acme-challenge;" in http["extraConfig"]
-    assert failed_assertions(relay(tls={"mode": "acme"}), tmp_path) == []
+    assert evaluate(relay(tls={"mode": "acme"}), tmp_path, "failedAssertions", **ACME_TERMS) == []
 
 
 def test_acme_without_nginx_uses_its_own_listener(tmp_path):
-    cert = evaluate(relay(tls={"mode": "acme"}, nginx={"enable": False}), tmp_path)["acmeCerts"][DOMAIN]
-    assert cert["listenHTTP"] == ":80" and "webroot" not in cert
+    chatmail = relay(tls={"mode": "acme"}, nginx={"enable": False})
+    cert = evaluate(chatmail, tmp_path, **ACME_TERMS)["acmeCerts"][DOMAIN]
+    assert cert["listenHTTP"] == ":80" and cert["webroot"] is None
+    assert evaluate(chatmail, tmp_path, "failedAssertions", **ACME_TERMS) == []
 
 
 def test_acme_listener_and_nginx_contradict(tmp_path):
     failed = evaluate(relay(tls={"mode": "acme"}), tmp_path, "failedAssertions",
-                      security={"acme": {"certs": {DOMAIN: {"listenHTTP": ":80"}}}})
+                      security={"acme": {"acceptTerms": True,
+                                         "certs": {DOMAIN: {"listenHTTP": ":80"}}}})
     assert any("listenHTTP" in message and "nginx" in message for message in failed), failed
 
 

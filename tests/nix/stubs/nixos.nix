@@ -1,5 +1,6 @@
-# The NixOS options that modules/ sets, declared with the types nixpkgs gives them (only as
-# far as merging and checking values depend on them).
+# The general NixOS options that modules/ and the service stubs set, declared with the types
+# nixpkgs gives them (only as far as merging and checking values depend on them). The service
+# modules are stubbed one per file beside this one (stubs/default.nix lists them).
 { lib, ... }:
 
 let
@@ -118,32 +119,36 @@ in
       type = types.listOf types.path;
       default = [ ];
     };
-    security.acme.certs = mkOption {
+    security.pam.services = mkOption {
+      type = types.attrsOf (types.attrsOf types.anything);
       default = { };
-      type = types.attrsOf (
-        types.submodule (
-          { name, ... }:
-          {
-            freeformType = types.attrsOf types.anything;
-            options = {
-              directory = mkOption {
-                type = types.str;
+    };
+    # nixos/modules/security/dhparams.nix (the older dovecot2 module asks it for DH parameters)
+    security.dhparams = {
+      enable = mkOption {
+        type = types.bool;
+        default = false;
+      };
+      params = mkOption {
+        default = { };
+        type = types.attrsOf (
+          types.submodule (
+            { name, ... }:
+            {
+              options.path = mkOption {
+                type = types.path;
                 readOnly = true;
-                default = "/var/lib/acme/${name}";
+                default = "/var/lib/dhparams/${name}.pem";
               };
-              email = mkOption {
-                type = types.nullOr types.str;
-                default = null;
-              };
-              listenHTTP = mkOption {
-                type = types.nullOr types.str;
-                default = null;
-              };
-              reloadServices = listOfStr;
-            };
-          }
-        )
-      );
+            }
+          )
+        );
+      };
+    };
+
+    networking.hostName = mkOption {
+      type = types.str;
+      default = "nixos";
     };
   };
 }

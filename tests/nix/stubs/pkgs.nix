@@ -23,6 +23,12 @@ in
   openssl = package "openssl" "3.5.0";
   postfix = package "postfix" "3.10.5";
   qrencode = package "qrencode" "4.1.1";
+  opendkim = package "opendkim" "2.11.0";
+  writeText = name: text: {
+    type = "derivation";
+    inherit name text;
+    outPath = "/nix/store/00000000000000000000000000000000-${name}";
+  };
   runCommand = name: env: script: {
     type = "derivation";
     inherit name env script;

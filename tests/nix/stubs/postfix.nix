@@ -1,6 +1,9 @@
-# nixpkgs' services.postfix as far as modules/ meets it: the typed main.cf options, the
-# master.cf entry submodule, and the values nixpkgs itself defines (with their priorities), so
-# that conflicting definitions fail here as they would on NixOS.
+# services.postfix as far as modules/ meets it: the typed main.cf options (names, types, defaults),
+# the master.cf entry submodule (its fields have no default: an entry shows "-" for each field no
+# definition sets), the values the real module defines (main.cf at mkDefault, alias_maps and the
+# master.cf entries at normal priority), and main.cf/master.cf written as it writes them. Checked on
+# 2026-12-01 against nixos/modules/services/mail/postfix.nix of a fork at commit 4aa6836a648c (it
+# declares no assertions).
 {
   config,
   lib,
@@ -17,9 +20,22 @@ let
       type = types.nullOr type;
       inherit default;
     };
-  # nixpkgs declares these without defaults; null stands for "not defined" here.
+  undefinedUnlessSet = type: mkOption { inherit type; };
+  masterFields = [
+    "private"
+    "privileged"
+    "chroot"
+    "wakeup"
+    "wakeupUnusedComponent"
+    "maxproc"
+  ];
   masterEntry =
-    { name, ... }:
+    {
+      name,
+      config,
+      options,
+      ...
+    }:
     {
       options = {
         name = mkOption {
@@ -36,12 +52,12 @@ let
           ];
           default = "unix";
         };
-        private = nullable types.bool null;
-        privileged = nullable types.bool null;
-        chroot = nullable types.bool null;
-        wakeup = nullable types.int null;
-        wakeupUnusedComponent = nullable types.bool null;
-        maxproc = nullable types.int null;
+        private = undefinedUnlessSet types.bool;
+        privileged = undefinedUnlessSet types.bool;
+        chroot = undefinedUnlessSet types.bool;
+        wakeup = undefinedUnlessSet types.int;
+        wakeupUnusedComponent = undefinedUnlessSet types.bool;
+        maxproc = undefinedUnlessSet types.int;
         command = mkOption {
           type = types.str;
           default = name;
@@ -50,8 +66,67 @@ let
           type = types.listOf types.str;
           default = [ ];
         };
+        # stub only: the fields some definition sets (the real module's rawEntry writes "-" for others)
+        defined = mkOption {
+          type = types.attrsOf types.anything;
+          readOnly = true;
+          default =
+            {
+              inherit (config) name type command args;
+            }
+            // lib.genAttrs (lib.filter (field: options.${field}.isDefined) masterFields) (
+              field: config.${field}
+            );
+        };
       };
     };
+
+  # main.cf and master.cf as the real module writes them
+  mainCf = lib.concatStringsSep "\n" (
+    lib.mapAttrsToList (
+      name: value:
+      "${lib.replaceStrings [ "$" ] [ "$$" ] name} ="
+      + (
+        if lib.isList value then
+          "\n  " + lib.concatStringsSep ",\n  " value
+        else
+          " "
+          + (
+            if value == true then
+              "yes"
+            else if value == false then
+              "no"
+            else
+              toString value
+          )
+      )
+    ) (lib.filterAttrsRecursive (_: value: value != null) cfg.settings.main)
+  );
+  masterLine =
+    entry:
+    let
+      yn = b: if b then "y" else "n";
+      column = field: show: if entry ? ${field} then show entry.${field} else "-";
+    in
+    lib.concatStringsSep "  " [
+      entry.name
+      entry.type
+      (column "private" yn)
+      (column "privileged" (b: yn (!b)))
+      (column "chroot" yn)
+      (column "wakeup" (
+        w: toString w + lib.optionalString ((entry.wakeupUnusedComponent or true) == false) "?"
+      ))
+      (column "maxproc" toString)
+      (
+        entry.command
+        + " "
+        + lib.concatMapStringsSep " " (arg: lib.optionalString (lib.hasPrefix "-" arg) "\n  " + arg) entry.args
+      )
+    ];
+  masterCf = lib.concatMapStringsSep "\n" (entry: masterLine entry.defined) (
+    lib.attrValues cfg.settings.master
+  );
 in
 {
   options.services.postfix = {
@@ -62,6 +137,26 @@ in
     package = mkOption {
       type = types.package;
       default = pkgs.postfix;
+    };
+    enableSmtp = mkOption {
+      type = types.bool;
+      default = true;
+    };
+    enableSubmission = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    enableSubmissions = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    setgidGroup = mkOption {
+      type = types.str;
+      default = "postdrop";
+    };
+    postmasterAlias = mkOption {
+      type = types.str;
+      default = "root";
     };
     user = mkOption {
       type = types.str;
@@ -79,6 +174,7 @@ in
             types.oneOf [
               types.bool
               types.int
+              types.path
               types.str
               (types.listOf types.str)
             ]
@@ -127,7 +223,7 @@ in
               "may"
               "encrypt"
             ];
-            default = "none";
+            default = if cfg.settings.main.smtpd_tls_chain_files != [ ] then "may" else "none";
           };
         };
       };
@@ -135,6 +231,17 @@ in
     settings.master = mkOption {
       type = types.attrsOf (types.submodule masterEntry);
       default = { };
+    };
+    # stub only: the files the real module writes (pkgs.writeText "postfix-main.cf" / "-master.cf")
+    writtenMainCf = mkOption {
+      type = types.str;
+      readOnly = true;
+      default = mainCf;
+    };
+    writtenMasterCf = mkOption {
+      type = types.str;
+      readOnly = true;
+      default = masterCf;
     };
   };
 
@@ -151,11 +258,17 @@ in
         daemon_directory = "${cfg.package}/libexec/postfix";
         readme_directory = false;
         shlib_directory = false;
+        html_directory = "${cfg.package}/share/postfix/doc/html";
+        manpage_directory = "${cfg.package}/share/man";
+        sample_directory = "/etc/postfix";
+        mailq_path = "${cfg.package}/bin/mailq";
+        newaliases_path = "${cfg.package}/bin/newaliases";
+        sendmail_path = "${cfg.package}/bin/sendmail";
         mail_spool_directory = "/var/spool/mail/";
-        setgid_group = "postdrop";
+        setgid_group = cfg.setgidGroup;
       }
-      # nixpkgs: postmasterAlias defaults to "root", so this is always defined.
-      // {
+      # postmasterAlias defaults to "root", so the aliases map is there by default
+      // lib.optionalAttrs (cfg.postmasterAlias != "") {
         alias_maps = [ "hash:/etc/postfix/aliases" ];
       };
 
@@ -210,6 +323,9 @@ in
       lmtp = { };
       anvil.maxproc = 1;
       scache.maxproc = 1;
+    }
+    # (enableSubmission/enableSubmissions add `submission`/`submissions`; modules/ leaves them off)
+    // lib.optionalAttrs cfg.enableSmtp {
       smtp_inet = {
         name = "smtp";
         type = "inet";
@@ -226,12 +342,27 @@ in
       };
     };
 
-    users.users.postfix.group = cfg.group;
-    users.groups.postfix = { };
+    users.users = lib.optionalAttrs (cfg.user == "postfix") { postfix.group = cfg.group; };
+    users.groups =
+      lib.optionalAttrs (cfg.group == "postfix") { postfix = { }; }
+      // lib.optionalAttrs (cfg.setgidGroup == "postdrop") { postdrop = { }; };
     systemd.services.postfix = {
+      description = "Postfix mail server";
+      after = [
+        "network.target"
+        "postfix-setup.service"
+      ];
+      requires = [ "postfix-setup.service" ];
       wantedBy = [ "multi-user.target" ];
-      serviceConfig.Type = "forking";
+      serviceConfig = {
+        Type = "forking";
+        Restart = "always";
+        ProtectSystem = "full";
+      };
     };
-    systemd.services.postfix-setup.serviceConfig.Type = "oneshot";
+    systemd.services.postfix-setup.serviceConfig = {
+      Type = "oneshot";
+      RemainAfterExit = true;
+    };
   };
 }
