@@ -8,8 +8,9 @@
 }:
 
 let
-  # nixpkgs may or may not carry crypt-r (it could not be checked offline); build our own if not.
-  crypt-r = python3Packages.crypt-r or (python3Packages.callPackage ../crypt-r { });
+  # nixpkgs has no crypt-r (no copy of it found, 2026-12-01): always the one in ../crypt-r,
+  # so every nixpkgs revision builds the same, checked package.
+  crypt-r = python3Packages.callPackage ../crypt-r { };
   # Programs the DNS zone tests call (DKIM key generation and zone checks).
   checkTools = [
     openssl

@@ -1,5 +1,6 @@
 # crypt_r: the `crypt` module that Python 3.13 removed, as a separate package (chatmaild hashes
-# passwords with it). Used only when the Python package set has no `crypt-r` of its own.
+# passwords with it); nixpkgs has none. The hash is that of PyPI's crypt_r-3.13.1.tar.gz
+# (checked 2026-12-01); its C extension links libcrypt (libxcrypt).
 {
   lib,
   buildPythonPackage,

@@ -2,8 +2,12 @@
 # evaluates the VM tests' nodes with the module stubs; returns what the tests look at.
 #
 #   NIXPKGS_LIB=/path/to/nixpkgs/lib nix-instantiate --eval --strict --json tests/nix/eval-flake.nix \
-#     --arg nixpkgsLib /path/to/nixpkgs/lib -A summary
-{ nixpkgsLib }:
+#     --arg nixpkgsLib /path/to/nixpkgs/lib --argstr dovecotGeneration typed -A summary
+{
+  nixpkgsLib,
+  # which services.dovecot2 stub the VM test nodes are evaluated with (stubs/default.nix)
+  dovecotGeneration ? "typed",
+}:
 
 let
   lib = import nixpkgsLib;
@@ -29,11 +33,7 @@ let
         )
       );
       eval = lib.evalModules {
-        modules = [
-          ./stubs/nixos.nix
-          ./stubs/postfix.nix
-          ./stubs/dovecot.nix
-          ./stubs/nginx.nix
+        modules = import ./stubs dovecotGeneration ++ [
           {
             options.virtualisation.memorySize = lib.mkOption { type = lib.types.int; };
             config._module.args = {
@@ -87,6 +87,15 @@ in
         checkInputs = map (d: d.pname) package.nativeCheckInputs;
         buildSystem = map (d: d.pname) package.build-system;
         sameAsDefault = package == self.packages.${system}.default;
+        cryptR =
+          let
+            crypt-r = lib.findFirst (d: d.pname == "crypt-r") null package.dependencies;
+          in
+          {
+            inherit (crypt-r) pname version pythonImportsCheck;
+            src = { inherit (crypt-r.src) pname version hash; };
+            buildInputs = map (d: d.name) crypt-r.buildInputs;
+          };
       };
     checkNames = lib.mapAttrs (_: check: check.name) self.checks.${system};
     testCertificatesScript =

@@ -23,11 +23,12 @@ if not NIXPKGS_LIB:
 SYSTEMS = ["aarch64-linux", "x86_64-linux"]
 
 
-@pytest.fixture(scope="module")
-def flake() -> dict[str, Any]:
+# the VM test nodes are evaluated with each services.dovecot2 generation (stubs/dovecot-*.nix)
+@pytest.fixture(scope="module", params=("pr500271", "typed"), ids=lambda g: f"dovecot-{g}")
+def flake(request: pytest.FixtureRequest) -> dict[str, Any]:
     return eval_json(
-        f"(import {REPO / 'tests' / 'nix' / 'eval-flake.nix'} {{ nixpkgsLib = {NIXPKGS_LIB}; }})"
-        ".summary"
+        f"(import {REPO / 'tests' / 'nix' / 'eval-flake.nix'} {{ nixpkgsLib = {NIXPKGS_LIB};"
+        f" dovecotGeneration = \"{request.param}\"; }}).summary"
     )
 
 
@@ -48,6 +49,16 @@ def test_chatmaild_package(flake):
     assert {"pytestCheckHook", "hypothesis", "imapclient",
             "openssl", "opendkim", "bind"} <= set(package["checkInputs"])
     assert package["sameAsDefault"]
+
+
+def test_crypt_r_is_the_packaged_one(flake):
+    # the stand-in nixpkgs has a python3Packages.crypt-r of its own: it must not be picked
+    assert flake["chatmaild"]["cryptR"] == {
+        "pname": "crypt-r", "version": "3.13.1", "pythonImportsCheck": ["crypt_r"],
+        "src": {"pname": "crypt_r", "version": "3.13.1",
+                # sha256 of PyPI's crypt_r-3.13.1.tar.gz, measured 2026-12-01
+                "hash": "sha256-W9Rq1R9bf+Xw7PSdi6LK/W+9Q6o7te+8qmtE32NAwaY="},
+        "buildInputs": ["libxcrypt"]}
 
 
 def test_installed_package_pytest_check(flake):

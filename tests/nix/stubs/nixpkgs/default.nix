@@ -46,6 +46,8 @@ let
             toPythonModule = package: package // { pythonModule = true; };
           }
           // lib.genAttrs [
+            # present here so that the tests see pkgs/chatmaild use its own crypt-r regardless
+            "crypt-r"
             "aiosmtpd"
             "filelock"
             "hypothesis"
