@@ -21,7 +21,8 @@ let
     {
       serverName = lib.head server.serverNames;
       serverAliases = lib.tail server.serverNames;
-      inherit (server) listen root;
+      inherit (server) listen root extraConfig;
+      default = server.default;
       onlySSL = ssl;
       locations = lib.mapAttrs (_: text: { extraConfig = text; }) server.locations;
     }

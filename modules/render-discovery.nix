@@ -32,9 +32,10 @@
 #               (index.html, .well-known/autoconfig/mail/config-v1.1.xml, .well-known/mta-sts.txt)
 #   qr          { file, content }: the index page shows wwwDir/<file>, a QR code (PNG) of
 #               <content>, which the deployer makes (qrencode) at build time or start
-#   nginx       servers   list of { name, serverNames, listen = [ { addr, port, ssl } ], root,
-#                         locations = { "<location>" = "directives"; } } (the HTTP side, in the
-#                         shape of services.nginx.virtualHosts)
+#   nginx       servers   list of { name, serverNames, listen = [ { addr, port, ssl } ], default,
+#                         root, locations = { "<location>" = "directives"; }, extraConfig } (the
+#                         HTTP side, in the shape of services.nginx.virtualHosts; `default`: the
+#                         default_server of its listen sockets)
 #               httpConfig  the servers as nginx text (with ssl_certificate lines)
 #               streamConfig  the ALPN multiplexer ("" when alpn is off)
 #               conf      a complete nginx.conf (pid, logs, temp paths under nginxRunDir/LogDir)
@@ -211,6 +212,11 @@ let
       listenAll 443 true;
 
   newemailProxy = "proxy_pass http://127.0.0.1:${toString options.newemailPort};\n";
+  # Every HTTPS answer: browsers keep to HTTPS for the relay's name (gixy, which nixpkgs runs on
+  # nginx.conf at build time, asks for it on every TLS server).
+  hstsHeader = ''
+    add_header Strict-Transport-Security "max-age=31536000" always;
+  '';
   # "types { }": the extension's MIME type (nixpkgs includes mime.types) must not win
   xmlType = "types { }\ndefault_type application/xml;\n";
   textType = "types { }\ndefault_type text/plain;\n";
@@ -226,11 +232,13 @@ let
         "www.${domain}"
       ];
       listen = listenAll 80 false;
+      default = true;
       root = null;
       locations = {
         "/.well-known/acme-challenge/" = "root ${paths.acmeChallengeDir};\n";
         "/" = "return 301 https://$host$request_uri;\n";
       };
+      extraConfig = "";
     }
     {
       name = domain;
@@ -239,9 +247,12 @@ let
         "www.${domain}"
       ];
       listen = httpsListen;
+      # one default_server per listen socket (the autoconfig and MTA-STS servers share it)
+      default = true;
       root = paths.wwwDir;
       locations = {
-        "/" = "index index.html;\ntry_files $uri $uri/ =404;\n";
+        # nginx's static handler: index.html for /, 404 for what is not there
+        "/" = "index index.html;\n";
         "= /.well-known/autoconfig/mail/config-v1.1.xml" = xmlType;
         "= /.well-known/mta-sts.txt" = textType;
         "= /${qr.file}" = "types { }\ndefault_type image/png;\n";
@@ -250,35 +261,41 @@ let
         # the URL of early printed QR codes
         "= /cgi-bin/newemail.py" = newemailProxy;
       };
+      extraConfig = hstsHeader;
     }
     {
       # Thunderbird's (and Delta Chat's) first try: https://autoconfig.<domain>/mail/config-v1.1.xml
       name = "autoconfig.${domain}";
       serverNames = [ "autoconfig.${domain}" ];
       listen = httpsListen;
+      default = false;
       root = paths.wwwDir;
       locations = {
-        "= /mail/config-v1.1.xml" = xmlType + "try_files /.well-known/autoconfig/mail/config-v1.1.xml =404;\n";
+        "= /mail/config-v1.1.xml" =
+          xmlType + "alias ${paths.wwwDir}/.well-known/autoconfig/mail/config-v1.1.xml;\n";
         "/" = "return 404;\n";
       };
+      extraConfig = hstsHeader;
     }
     {
       name = "mta-sts.${domain}";
       serverNames = [ "mta-sts.${domain}" ];
       listen = httpsListen;
+      default = false;
       root = paths.wwwDir;
       locations = {
         "= /.well-known/mta-sts.txt" = textType;
         "/" = "return 404;\n";
       };
+      extraConfig = hstsHeader;
     }
   ];
 
   listenLine =
-    l:
+    server: l:
     "listen ${if l.addr == "0.0.0.0" then "" else "${l.addr}:"}${toString l.port}${
       if l.ssl then " ssl" else ""
-    };\n";
+    }${if server.default then " default_server" else ""};\n";
 
   serverText =
     server:
@@ -287,7 +304,7 @@ let
     in
     "server {\n"
     + indent "  " (
-      concatStringsSep "" (map listenLine server.listen)
+      concatStringsSep "" (map (listenLine server) server.listen)
       + "server_name ${concatStringsSep " " server.serverNames};\n"
       + (if server.root == null then "" else "root ${server.root};\n")
       + (if ssl then "ssl_certificate ${tlsCert};\nssl_certificate_key ${tlsKey};\n" else "")
@@ -297,23 +314,26 @@ let
           "location ${location} {\n" + indent "  " server.locations.${location} + "}\n"
         ) (attrNames server.locations)
       )
+      + server.extraConfig
     )
     + "}\n";
 
   httpConfig = concatStringsSep "" (map serverText servers);
 
+  # The map picks a port, not an address: proxy_pass then names a literal IP, which needs no
+  # resolver (gixy asks for one wherever proxy_pass takes a whole variable).
   streamConfig =
     if options.alpn then
       ''
-        map $ssl_preread_alpn_protocols $chatmail_alpn_upstream {
-          ~\bimap\b 127.0.0.1:993;
-          ~\bsmtp\b 127.0.0.1:465;
-          default 127.0.0.1:${toString options.httpsPort};
+        map $ssl_preread_alpn_protocols $chatmail_alpn_port {
+          ~\bimap\b 993;
+          ~\bsmtp\b 465;
+          default ${toString options.httpsPort};
         }
         server {
           listen 443;
         ${if ipv6 then "  listen [::]:443;\n" else ""}  ssl_preread on;
-          proxy_pass $chatmail_alpn_upstream;
+          proxy_pass 127.0.0.1:$chatmail_alpn_port;
         }
       ''
     else
@@ -331,7 +351,6 @@ let
       pid ${paths.nginxRunDir}/nginx.pid;
       error_log ${paths.nginxLogDir}/error.log;
       events {
-        worker_connections 1024;
       }
     ''
     + (if options.alpn then "stream {\n${indent "  " streamConfig}}\n" else "")
@@ -346,6 +365,8 @@ let
         uwsgi_temp_path ${paths.nginxRunDir}/uwsgi;
         scgi_temp_path ${paths.nginxRunDir}/scgi;
         ssl_protocols TLSv1.2 TLSv1.3;
+        # nixpkgs' default services.nginx.sslCiphers (Mozilla's intermediate list)
+        ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;
       ${indent "  " httpConfig}}
     '';
 

@@ -106,7 +106,7 @@ def test_debian_nginx_accepts_config(tmp_path, options, ipv6):
     assert checked.returncode == 0, checked.stderr
     conf = result["nginx"]["conf"]
     assert ("ssl_preread on;" in conf) == (options.get("alpn", True))
-    assert ("listen [::]:80;" in conf) == ipv6
+    assert ("listen [::]:80 default_server;" in conf) == ipv6
 
 
 def test_nginx_test_can_fail(tmp_path):
@@ -118,9 +118,24 @@ def test_nginx_test_can_fail(tmp_path):
 
 def test_alpn_routes(tmp_path):
     stream = discovery(tmp_path)["nginx"]["streamConfig"]
-    assert "~\\bimap\\b 127.0.0.1:993;" in stream
-    assert "~\\bsmtp\\b 127.0.0.1:465;" in stream
-    assert "default 127.0.0.1:8443;" in stream
+    assert "~\\bimap\\b 993;" in stream
+    assert "~\\bsmtp\\b 465;" in stream
+    assert "default 8443;" in stream
+    # a literal address: no resolver needed (test_gixy.py)
+    assert "proxy_pass 127.0.0.1:$chatmail_alpn_port;" in stream
+
+
+def test_one_default_server_per_listen_socket(tmp_path):
+    for alpn in (True, False):
+        servers = discovery(tmp_path, discovery={"alpn": alpn})["nginx"]["servers"]
+        defaults: dict[tuple[str, int], list[str]] = {}
+        for server in servers:
+            for listen in server["listen"]:
+                if server["default"]:
+                    defaults.setdefault((listen["addr"], listen["port"]), []).append(server["name"])
+        sockets = {(l["addr"], l["port"]) for s in servers for l in s["listen"]}
+        assert sorted(defaults) == sorted(sockets)
+        assert all(len(names) == 1 for names in defaults.values()), defaults
 
 
 def test_locations(tmp_path):
