@@ -15,7 +15,7 @@
 let
   inherit (lib) mkDefault mkIf mkOption types;
   cfg = config.services.dovecot2;
-  sections = import ./dovecot-sections.nix lib;
+  common = import ./dovecot-common.nix lib;
   is24 = lib.versionAtLeast cfg.package.version "2.4";
   flag =
     default:
@@ -23,13 +23,7 @@ let
       type = types.bool;
       inherit default;
     };
-  removed =
-    name: instead:
-    lib.mkRemovedOptionModule [
-      "services"
-      "dovecot2"
-      name
-    ] instead;
+  inherit (common) removed;
 in
 {
   imports = [
@@ -48,7 +42,7 @@ in
       default = pkgs.dovecot;
     };
     settings = mkOption {
-      type = types.attrsOf (sections.value { withPath = false; });
+      type = types.attrsOf (common.value { withPath = false; });
       default = { };
     };
     enablePop3 = flag false;
@@ -76,7 +70,7 @@ in
         else
           pkgs.writeText "dovecot.conf" (
             lib.concatStringsSep "\n" [
-              (sections.writeInKeyOrder cfg.settings)
+              (common.writeInKeyOrder cfg.settings)
               cfg.extraConfig
             ]
           );
@@ -91,97 +85,75 @@ in
     showPAMFailure = flag false;
   };
 
-  config = mkIf cfg.enable {
-    security.pam.services.dovecot2 = mkIf cfg.enablePAM { };
-    security.dhparams = mkIf cfg.enableDHE {
-      enable = true;
-      params.dovecot2 = { };
-    };
-
-    services.dovecot2.settings = {
-      dovecot_config_version = mkIf is24 cfg.package.version;
-      dovecot_storage_version = mkIf is24 cfg.package.version;
-      base_dir = mkDefault "/run/dovecot2";
-      sendmail_path = mkDefault "/run/wrappers/bin/sendmail";
-      mail_plugin_dir = mkDefault "/run/current-system/sw/lib/dovecot/modules";
-      default_internal_user = mkDefault cfg.user;
-      default_internal_group = mkDefault cfg.group;
-      maildir_copy_with_hardlinks = mkDefault true;
-      pop3_uidl_format = mkDefault (if is24 then "%{uidvalidity}%{uid}" else "%08Xv%08Xu");
-      auth_mechanisms = mkDefault "plain login";
-      "service auth".user = "root";
-      protocols = mkDefault (
-        lib.optional cfg.enableImap "imap"
-        ++ lib.optional cfg.enablePop3 "pop3"
-        ++ lib.optional cfg.enableLmtp "lmtp"
-      );
-      mail_plugins = mkDefault "$mail_plugins ";
-    }
-    // (
-      if is24 then
-        {
-          mail_home = mkDefault "/var/spool/mail/%{user}";
-          ssl_server_dh_file = mkIf cfg.enableDHE (mkDefault config.security.dhparams.params.dovecot2.path);
-          "passdb pam" = mkIf cfg.enablePAM (mkDefault {
-            driver = "pam";
-            service_name = "dovecot2";
-          });
-          "userdb passwd" = mkIf cfg.enablePAM (mkDefault { driver = "passwd"; });
-        }
-      else
-        {
-          mail_location = mkDefault "maildir:/var/spool/mail/%u";
-          ssl_dh = mkIf cfg.enableDHE (mkDefault "<${config.security.dhparams.params.dovecot2.path}");
-          passdb = mkIf cfg.enablePAM (mkDefault {
-            driver = "pam";
-            args = " dovecot2";
-          });
-          userdb = mkIf cfg.enablePAM (mkDefault { driver = "passwd"; });
-          # sieve settings, none without sieve options
-          plugin = { };
-        }
-    );
-
-    users.users =
+  config = mkIf cfg.enable (
+    lib.mkMerge [
+      (common.accounts {
+        inherit cfg;
+        internalUser = cfg.user;
+        internalGroup = cfg.group;
+      })
+      (common.service {
+        inherit cfg;
+        unit = "dovecot2";
+      })
       {
-        dovenull.group = "dovenull";
-      }
-      // lib.optionalAttrs (cfg.user == "dovecot2") { dovecot2.group = cfg.group; }
-      // lib.optionalAttrs ((cfg.settings.mail_uid or null) != null && cfg.createMailUser) {
-        ${cfg.settings.mail_uid} = {
-          isSystemUser = true;
+        security.pam.services.dovecot2 = mkIf cfg.enablePAM { };
+        security.dhparams = mkIf cfg.enableDHE {
+          enable = true;
+          params.dovecot2 = { };
+        };
+
+        services.dovecot2.settings = {
+          dovecot_config_version = mkIf is24 cfg.package.version;
+          dovecot_storage_version = mkIf is24 cfg.package.version;
+          base_dir = mkDefault "/run/dovecot2";
+          sendmail_path = mkDefault "/run/wrappers/bin/sendmail";
+          mail_plugin_dir = mkDefault "/run/current-system/sw/lib/dovecot/modules";
+          default_internal_user = mkDefault cfg.user;
+          default_internal_group = mkDefault cfg.group;
+          maildir_copy_with_hardlinks = mkDefault true;
+          pop3_uidl_format = mkDefault (if is24 then "%{uidvalidity}%{uid}" else "%08Xv%08Xu");
+          auth_mechanisms = mkDefault "plain login";
+          "service auth".user = "root";
+          protocols = mkDefault (
+            lib.optional cfg.enableImap "imap"
+            ++ lib.optional cfg.enablePop3 "pop3"
+            ++ lib.optional cfg.enableLmtp "lmtp"
+          );
+          mail_plugins = mkDefault "$mail_plugins ";
         }
-        // lib.optionalAttrs ((cfg.settings.mail_gid or null) != null) { group = cfg.settings.mail_gid; };
-      };
-    users.groups =
-      {
-        dovenull = { };
-      }
-      // lib.optionalAttrs (cfg.group == "dovecot2") { dovecot2 = { }; }
-      // lib.optionalAttrs ((cfg.settings.mail_gid or null) != null && cfg.createMailUser) {
-        ${cfg.settings.mail_gid} = { };
-      };
+        // (
+          if is24 then
+            {
+              mail_home = mkDefault "/var/spool/mail/%{user}";
+              ssl_server_dh_file = mkIf cfg.enableDHE (mkDefault config.security.dhparams.params.dovecot2.path);
+              "passdb pam" = mkIf cfg.enablePAM (mkDefault {
+                driver = "pam";
+                service_name = "dovecot2";
+              });
+              "userdb passwd" = mkIf cfg.enablePAM (mkDefault { driver = "passwd"; });
+            }
+          else
+            {
+              mail_location = mkDefault "maildir:/var/spool/mail/%u";
+              ssl_dh = mkIf cfg.enableDHE (mkDefault "<${config.security.dhparams.params.dovecot2.path}");
+              passdb = mkIf cfg.enablePAM (mkDefault {
+                driver = "pam";
+                args = " dovecot2";
+              });
+              userdb = mkIf cfg.enablePAM (mkDefault { driver = "passwd"; });
+              # sieve settings, none without sieve options
+              plugin = { };
+            }
+        );
 
-    environment.etc."dovecot/dovecot.conf".source = cfg.configFile;
-    environment.systemPackages = [ cfg.package ];
-    systemd.services.dovecot2 = {
-      description = "Dovecot IMAP/POP3 server";
-      after = [ "network.target" ];
-      wantedBy = [ "multi-user.target" ];
-      restartTriggers = [ cfg.configFile ];
-      serviceConfig = {
-        Type = "notify";
-        Restart = "on-failure";
-        RuntimeDirectory = [ "dovecot2" ];
-      };
-    };
-
-    warnings = lib.optional (!is24) "Dovecot 2.3: a newer version is available in nixpkgs (Dovecot 2.4).";
-    assertions = [
-      {
-        assertion = cfg.showPAMFailure -> cfg.enablePAM;
-        message = "dovecot is configured with showPAMFailure while enablePAM is disabled";
+        assertions = [
+          {
+            assertion = cfg.showPAMFailure -> cfg.enablePAM;
+            message = "dovecot is configured with showPAMFailure while enablePAM is disabled";
+          }
+        ];
       }
-    ];
-  };
+    ]
+  );
 }

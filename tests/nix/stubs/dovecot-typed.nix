@@ -18,14 +18,14 @@
 let
   inherit (lib) mkDefault mkIf mkOption types;
   cfg = config.services.dovecot2;
-  sections = import ./dovecot-sections.nix lib;
+  common = import ./dovecot-common.nix lib;
   isPre24 = lib.versionOlder cfg.package.version "2.4";
-  value = sections.value { withPath = true; };
+  value = common.value { withPath = true; };
   ownSection =
     options:
     types.nullOr (
       types.submodule [
-        (sections.sectionModule {
+        (common.sectionModule {
           withPath = true;
           readOnly = true;
         })
@@ -41,13 +41,7 @@ let
     (types.attrsOf types.bool)
     (types.listOf types.str)
   ];
-  removed =
-    name: instead:
-    lib.mkRemovedOptionModule [
-      "services"
-      "dovecot2"
-      name
-    ] instead;
+  inherit (common) removed;
 in
 {
   imports = [
@@ -71,7 +65,7 @@ in
     configFile = mkOption {
       type = types.nullOr types.path;
       default = null;
-      apply = file: if file != null then file else pkgs.writeText "dovecot.conf" (sections.writeSettingsFirst cfg.settings);
+      apply = file: if file != null then file else pkgs.writeText "dovecot.conf" (common.writeSettingsFirst cfg.settings);
     };
     includeFiles = setting (types.listOf types.path) [ ];
     createMailUser = setting types.bool true;
@@ -119,80 +113,57 @@ in
     };
   };
 
-  config = mkIf cfg.enable {
-    assertions = [
-      {
-        assertion = isPre24 || cfg.settings.dovecot_config_version != null;
-        message = "services.dovecot2: Since Dovecot 2.4, the option 'services.dovecot2.settings.dovecot_config_version' must be explicitly set.";
-      }
-      {
-        assertion = isPre24 || cfg.settings.dovecot_storage_version != null;
-        message = "services.dovecot2: Since Dovecot 2.4, the option 'services.dovecot2.settings.dovecot_storage_version' must be explicitly set.";
-      }
-      {
-        assertion = cfg.showPAMFailure -> cfg.enablePAM;
-        message = "dovecot is configured with showPAMFailure while enablePAM is disabled";
-      }
-      {
-        assertion = config.systemd.services ? dovecot2 == false;
-        message = "Your configuration sets options on the `dovecot2` systemd service. These have no effect until they're migrated to the `dovecot` service.";
-      }
-    ];
-
-    environment.etc."dovecot/dovecot.conf".source = cfg.configFile;
-    environment.systemPackages = [ cfg.package ];
-    security.pam.services.dovecot2 = mkIf cfg.enablePAM { };
-
-    services.dovecot2.settings = lib.mkMerge [
-      (mkIf isPre24 {
-        mail_plugins = mkDefault "$mail_plugins ";
-        "passdb pam" = mkIf cfg.enablePAM { args = [ "dovecot2" ]; };
-        # sieve settings, none without sieve options
-        plugin = { };
-        "userdb passwd" = mkIf cfg.enablePAM { };
+  config = mkIf cfg.enable (
+    lib.mkMerge [
+      (common.accounts {
+        inherit cfg;
+        internalUser = cfg.settings.default_internal_user;
+        internalGroup = cfg.settings.default_internal_group;
       })
-      (mkIf (!isPre24) {
-        "passdb pam" = mkIf cfg.enablePAM { };
-        "userdb passwd" = mkIf cfg.enablePAM { };
+      (common.service {
+        inherit cfg;
+        unit = "dovecot";
+        serviceConfig = {
+          ProtectSystem = "full";
+          PrivateTmp = true;
+        };
       })
-    ];
-
-    systemd.services.dovecot = {
-      description = "Dovecot IMAP/POP3 server";
-      after = [ "network.target" ];
-      wantedBy = [ "multi-user.target" ];
-      restartTriggers = [ cfg.configFile ];
-      serviceConfig = {
-        Type = "notify";
-        Restart = "on-failure";
-        RuntimeDirectory = [ "dovecot2" ];
-        ProtectSystem = "full";
-        PrivateTmp = true;
-      };
-    };
-
-    users.users =
       {
-        dovenull.group = "dovenull";
-      }
-      // lib.optionalAttrs (cfg.settings.default_internal_user == "dovecot2") {
-        dovecot2.group = cfg.settings.default_internal_group;
-      }
-      // lib.optionalAttrs ((cfg.settings.mail_uid or null) != null && cfg.createMailUser) {
-        ${cfg.settings.mail_uid} = {
-          isSystemUser = true;
-        }
-        // lib.optionalAttrs ((cfg.settings.mail_gid or null) != null) { group = cfg.settings.mail_gid; };
-      };
-    users.groups =
-      {
-        dovenull = { };
-      }
-      // lib.optionalAttrs (cfg.settings.default_internal_group == "dovecot2") { dovecot2 = { }; }
-      // lib.optionalAttrs ((cfg.settings.mail_gid or null) != null && cfg.createMailUser) {
-        ${cfg.settings.mail_gid} = { };
-      };
+        assertions = [
+          {
+            assertion = isPre24 || cfg.settings.dovecot_config_version != null;
+            message = "services.dovecot2: Since Dovecot 2.4, the option 'services.dovecot2.settings.dovecot_config_version' must be explicitly set.";
+          }
+          {
+            assertion = isPre24 || cfg.settings.dovecot_storage_version != null;
+            message = "services.dovecot2: Since Dovecot 2.4, the option 'services.dovecot2.settings.dovecot_storage_version' must be explicitly set.";
+          }
+          {
+            assertion = cfg.showPAMFailure -> cfg.enablePAM;
+            message = "dovecot is configured with showPAMFailure while enablePAM is disabled";
+          }
+          {
+            assertion = config.systemd.services ? dovecot2 == false;
+            message = "Your configuration sets options on the `dovecot2` systemd service. These have no effect until they're migrated to the `dovecot` service.";
+          }
+        ];
 
-    warnings = lib.optional isPre24 "Dovecot 2.3: a newer version is available in nixpkgs (Dovecot 2.4).";
-  };
+        security.pam.services.dovecot2 = mkIf cfg.enablePAM { };
+
+        services.dovecot2.settings = lib.mkMerge [
+          (mkIf isPre24 {
+            mail_plugins = mkDefault "$mail_plugins ";
+            "passdb pam" = mkIf cfg.enablePAM { args = [ "dovecot2" ]; };
+            # sieve settings, none without sieve options
+            plugin = { };
+            "userdb passwd" = mkIf cfg.enablePAM { };
+          })
+          (mkIf (!isPre24) {
+            "passdb pam" = mkIf cfg.enablePAM { };
+            "userdb passwd" = mkIf cfg.enablePAM { };
+          })
+        ];
+      }
+    ]
+  );
 }

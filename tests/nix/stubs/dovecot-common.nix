@@ -1,6 +1,7 @@
 # What the two services.dovecot2 stubs share: the value type of `settings` (a Dovecot section is
-# an attribute set; its key "TYPE NAME" gives `_section.type` and `_section.name`) and the two
-# ways nixpkgs has written dovecot.conf from it. Written for these stubs from the behaviour of
+# an attribute set; its key "TYPE NAME" gives `_section.type` and `_section.name`), the two ways
+# nixpkgs has written dovecot.conf from it, and what both forms define alike (removed options,
+# users, the unit, the files). Written for these stubs from the behaviour of
 # nixos/modules/services/mail/dovecot.nix (see dovecot-pr500271.nix and dovecot-typed.nix).
 lib:
 
@@ -134,4 +135,69 @@ rec {
         ++ lib.flatten (lib.mapAttrsToList (sectionLines indent) attrs);
     in
     settings: concatStringsSep "\n" (level "" settings);
+
+  removed =
+    name: instead:
+    lib.mkRemovedOptionModule [
+      "services"
+      "dovecot2"
+      name
+    ] instead;
+
+  # users and groups: dovenull, the internal user when it is dovecot2, settings.mail_uid/mail_gid
+  # when createMailUser
+  accounts =
+    {
+      cfg,
+      internalUser,
+      internalGroup,
+    }:
+    let
+      mailUid = cfg.settings.mail_uid or null;
+      mailGid = cfg.settings.mail_gid or null;
+    in
+    {
+      users.users =
+        {
+          dovenull.group = "dovenull";
+        }
+        // lib.optionalAttrs (internalUser == "dovecot2") { dovecot2.group = internalGroup; }
+        // lib.optionalAttrs (mailUid != null && cfg.createMailUser) {
+          ${mailUid} = {
+            isSystemUser = true;
+          }
+          // lib.optionalAttrs (mailGid != null) { group = mailGid; };
+        };
+      users.groups =
+        {
+          dovenull = { };
+        }
+        // lib.optionalAttrs (internalGroup == "dovecot2") { dovecot2 = { }; }
+        // lib.optionalAttrs (mailGid != null && cfg.createMailUser) { ${mailGid} = { }; };
+    };
+
+  # the unit (named dovecot2, later dovecot), the config file in /etc, the package, the warning
+  service =
+    {
+      cfg,
+      unit,
+      serviceConfig ? { },
+    }:
+    {
+      environment.etc."dovecot/dovecot.conf".source = cfg.configFile;
+      environment.systemPackages = [ cfg.package ];
+      systemd.services.${unit} = {
+        description = "Dovecot IMAP/POP3 server";
+        after = [ "network.target" ];
+        wantedBy = [ "multi-user.target" ];
+        restartTriggers = [ cfg.configFile ];
+        serviceConfig = {
+          Type = "notify";
+          Restart = "on-failure";
+          RuntimeDirectory = [ "dovecot2" ];
+        }
+        // serviceConfig;
+      };
+      warnings = lib.optional (lib.versionOlder cfg.package.version "2.4") "Dovecot 2.3: a newer version is available in nixpkgs (Dovecot 2.4).";
+    };
 }
