@@ -131,6 +131,7 @@ _PARAMS: dict[str, tuple[Callable[[str, str], Any], str | None]] = {
     "acme_email": (_text, ""),
     "iroh_relay": (_text, None),  # default depends on mail_domain, see read_config
     "mtail_address": (_optional_text, ""),
+    "turn_socket_path": (_path, "/run/chatmail-turn/turn.socket"),
     "imap_rawlog": (_bool, "false"),
     "imap_compress": (_bool, "false"),
     "privacy_postal": (_text, ""),
@@ -173,6 +174,9 @@ class Config:
     disable_ipv6: bool = False
     acme_email: str = ""
     mtail_address: str | None = None
+    # where chatmail-metadata gets TURN credentials (chatmail-turn-credentials, upstream's
+    # chatmail-turn)
+    turn_socket_path: Path = Path("/run/chatmail-turn/turn.socket")
     imap_rawlog: bool = False
     imap_compress: bool = False
     privacy_postal: str = ""

@@ -10,7 +10,11 @@ Dovecot (``mail_attribute_dict = proxy:SOCKET:metadata``) turns mailbox attribut
 - ``priv/*/messagenew`` set: the LMTP push-notification Lua script sets it when a message
   arrives; every token of the mailbox gets a notification (see notifier.py).
 - ``shared/*/vendor/vendor.dovecot/pvt/server/vendor/deltachat/irohrelay`` lookup
-  (``GETMETADATA "" /shared/vendor/deltachat/irohrelay``): the ``iroh_relay`` URL.
+  (``GETMETADATA "" /shared/vendor/deltachat/irohrelay``): the ``iroh_relay`` URL (not found
+  when it is empty).
+- ``shared/*/vendor/vendor.dovecot/pvt/server/vendor/deltachat/turn`` lookup: fresh TURN
+  credentials, ``<mail_domain>:3478:<username>:<password>``, from the unix socket
+  ``turn_socket_path`` (chatmail-turn-credentials, turn.py); not found when nothing answers there.
 
 Anything else: lookups answer not-found, iterations are empty, a transaction that sets another key
 fails at commit. Changes take effect at commit, in order; rollback discards them.
@@ -36,6 +40,7 @@ from . import dictproto, dictserver
 from .accounts import InvalidAddress, get_mailbox
 from .config import Config, ConfigError, read_config
 from .filestore import read_json_object, write_json_object
+from .turn import fetch_credentials, metadata_value
 from .notifier import (
     DEFAULT_NOTIFY_URL,
     DEFAULT_WORKERS,
@@ -49,6 +54,7 @@ log = logging.getLogger(__name__)
 DEVICETOKEN_KEY = "devicetoken"
 MESSAGENEW_KEY = "messagenew"
 IROH_RELAY_KEY = "vendor/vendor.dovecot/pvt/server/vendor/deltachat/irohrelay"
+TURN_KEY = "vendor/vendor.dovecot/pvt/server/vendor/deltachat/turn"
 METADATA_FILE_NAME = "metadata.json"
 TOKEN_MAX_AGE = 90 * 86400  # seconds a token lives after its client last set it
 TOKEN_MAX_FUTURE = 60  # timestamps further ahead are bogus (clock jumped back)
@@ -139,12 +145,35 @@ class Transaction:
 class MetadataDict:
     """Answers dict requests; one instance serves all connections (transactions are per session)."""
 
-    def __init__(self, store: TokenStore, notifier: Notifier, iroh_relay: str | None) -> None:
+    def __init__(
+        self,
+        store: TokenStore,
+        notifier: Notifier,
+        iroh_relay: str | None,
+        turn_host: str = "",
+        turn_socket: Path | None = None,
+    ) -> None:
         self.store = store
         self.notifier = notifier
         self.iroh_relay = iroh_relay
+        self.turn_host = turn_host
+        self.turn_socket = turn_socket
 
-    def lookup(self, key: str, user: str) -> bytes:
+    async def turn_reply(self) -> bytes:
+        """Fresh TURN credentials (see turn.py); not found when the socket does not answer."""
+        if self.turn_socket is None:
+            return dictproto.NOT_FOUND_REPLY
+        try:
+            value = metadata_value(self.turn_host, await fetch_credentials(self.turn_socket))
+        except (OSError, TimeoutError) as e:
+            log.warning("no TURN credentials from %s: %s", self.turn_socket, e)
+            return dictproto.NOT_FOUND_REPLY
+        if value is None:
+            log.warning("no TURN credentials from %s: malformed answer", self.turn_socket)
+            return dictproto.NOT_FOUND_REPLY
+        return dictproto.ok_reply(value)
+
+    def lookup(self, key: str, user: str) -> dictserver.Reply:
         try:
             scope, name = attribute_name(key)
         except dictproto.ProtocolError:
@@ -158,6 +187,8 @@ class MetadataDict:
             return dictproto.ok_reply(" ".join(tokens))
         if scope == "shared" and name == IROH_RELAY_KEY and self.iroh_relay:
             return dictproto.ok_reply(self.iroh_relay)
+        if scope == "shared" and name == TURN_KEY:
+            return self.turn_reply()
         return dictproto.NOT_FOUND_REPLY
 
     def commit(self, transaction: Transaction) -> bool:
@@ -210,14 +241,14 @@ class DictSession:
         except KeyError:
             raise dictproto.ProtocolError(f"unknown transaction {args[0]!r}") from None
 
-    def handle_line(self, raw: bytes) -> bytes | None:
+    def handle_line(self, raw: bytes) -> dictserver.Reply:
         """handle() for dictserver: a request that breaks the protocol ends the connection."""
         try:
             return self.handle(raw.decode("utf-8"))
         except (dictproto.ProtocolError, UnicodeDecodeError) as e:
             raise dictserver.CloseConnection(str(e)) from e
 
-    def handle(self, line: str) -> bytes | None:
+    def handle(self, line: str) -> dictserver.Reply:
         """The reply to one request line (without newline); None if it takes none.
 
         Raises ProtocolError for a request that breaks the protocol: the connection must end,
@@ -282,7 +313,9 @@ async def serve(
         queue_dir, store.remove, url=notify_url, base_delay=retry_delay, workers=workers
     )
     await notifier.start()
-    handler = MetadataDict(store, notifier, config.iroh_relay)
+    handler = MetadataDict(
+        store, notifier, config.iroh_relay, config.mail_domain, config.turn_socket_path
+    )
     try:
         await dictserver.serve_until_stopped(
             socket_path, lambda: DictSession(handler), f"IMAP METADATA, notifying {notify_url}"
