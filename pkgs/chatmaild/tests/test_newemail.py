@@ -22,6 +22,7 @@ from chatmaild.newemail import (
     PASSWORD_ALPHABET,
     PASSWORD_EXTRA_LENGTH,
     create_newemail_dict,
+    dclogin_url,
     main,
     parse_listen_address,
     respond,
@@ -74,6 +75,30 @@ def test_get_redirects_to_delta_chat(example_config: Config, method: str):
     response = respond(method, example_config, nocreate=False)
     assert response.status == 301
     assert response.headers["Location"] == f"dcaccount:https://{DOMAIN}/new"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_self_signed_relays_answer_get_with_a_dclogin_url(example_config: Config, method: str):
+    response = respond(method, example_config, nocreate=False, self_signed=True)
+    assert response.status == 200
+    creds = json.loads(response.body)
+    assert creds["dclogin_url"] == dclogin_url(creds["email"], creds["password"])
+    assert respond(method, example_config, nocreate=True, self_signed=True).status == 403
+
+
+def test_dclogin_url_quotes_the_password_and_accepts_invalid_certificates():
+    url = dclogin_url("abc@_r1.test", "a&b=c?d/e%f g+h#")
+    assert url == "dclogin:abc@_r1.test?p=a%26b%3Dc%3Fd%2Fe%25f%20g%2Bh%23&v=1&ic=3"
+    assert dclogin_url("abc@[192.0.2.1]", "p") == "dclogin:abc@[192.0.2.1]?p=p&v=1&ic=3"
+
+
+def test_underscore_domains_are_self_signed_as_upstream(make_ini: Callable[..., Path], tmp_path: Path):
+    env = {**os.environ, NOCREATE_PATH_ENV: str(tmp_path / "nocreate"), "REQUEST_METHOD": "GET"}
+    for domain, flags, expect_dclogin in (("_r1.test", [], True), (DOMAIN, [], False),
+                                          (DOMAIN, ["--self-signed"], True)):
+        result = subprocess.run([*NEWEMAIL, str(make_ini(domain)), *flags], env=env,
+                                capture_output=True, text=True, timeout=30)
+        assert ("dclogin:" in result.stdout) == expect_dclogin, (domain, flags, result.stdout)
 
 
 def test_post_is_refused_while_nocreate_exists(example_config: Config):

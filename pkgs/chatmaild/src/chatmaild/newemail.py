@@ -5,6 +5,12 @@ Delta Chat scans ``DCACCOUNT:https://<domain>/new``, POSTs to that URL and recei
 (doveauth). A GET (a browser that followed the link) is redirected to the ``dcaccount:`` URL so
 that Delta Chat opens it, as upstream's nginx does.
 
+A relay without a publicly trusted certificate (``--self-signed``; always for a domain starting
+with ``_``, upstream's convention) answers GET with credentials as well, and every answer also
+carries ``dclogin_url``: a ``dclogin:`` URL with the credentials and ``ic=3`` (accept invalid
+certificates), which the index page offers as link and QR code; Delta Chat would refuse the
+``dcaccount:`` route there, since it checks the certificate of ``https://<domain>/new``.
+
 Two ways to serve it (same answers):
 
 - ``chatmail-newemail [INI]`` is a CGI program (upstream serves it through fcgiwrap);
@@ -27,6 +33,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TextIO
+from urllib.parse import quote
 
 from .accounts import creation_refusal
 from .config import Config, nocreate_path, read_config
@@ -54,6 +61,18 @@ def create_newemail_dict(config: Config) -> dict[str, str]:
     return {"email": f"{localpart}@{config.mail_domain}", "password": password}
 
 
+def dclogin_url(email: str, password: str) -> str:
+    """A ``dclogin:`` URL that configures ``email`` in Delta Chat with invalid certificates
+    accepted (``ic=3``, upstream's choice for self-signed relays)."""
+    return f"dclogin:{quote(email, safe='@[]')}?p={quote(password, safe='')}&v=1&ic=3"
+
+
+def self_signed(config: Config, flag: bool) -> bool:
+    """Whether the relay's certificate is not publicly trusted: ``--self-signed``, or a domain
+    starting with ``_`` (upstream derives its self-signed mode from that)."""
+    return flag or config.mail_domain.startswith("_")
+
+
 @dataclass(frozen=True)
 class Response:
     status: HTTPStatus
@@ -65,21 +84,24 @@ def _text_response(status: HTTPStatus, text: str, **headers: str) -> Response:
     return Response(status, text + "\n", {"Content-Type": "text/plain; charset=utf-8", **headers})
 
 
-def respond(method: str, config: Config, nocreate: bool) -> Response:
+def respond(method: str, config: Config, nocreate: bool, self_signed: bool = False) -> Response:
     """The answer to a ``method`` request for ``/new``.
 
-    ``nocreate`` tells whether the nocreate file exists (the caller looks, this stays pure).
+    ``nocreate`` tells whether the nocreate file exists (the caller looks, this stays pure);
+    ``self_signed``: see the module's doc.
     """
-    if method in ("GET", "HEAD"):
+    if method in ("GET", "HEAD") and not self_signed:
         url = f"dcaccount:https://{config.mail_domain}/new"
         return _text_response(HTTPStatus.MOVED_PERMANENTLY, url, Location=url)
-    if method != "POST":
+    if method not in ("GET", "HEAD", "POST"):
         return _text_response(HTTPStatus.METHOD_NOT_ALLOWED, "use POST", Allow="GET, HEAD, POST")
     creds = create_newemail_dict(config)
     # the same rules doveauth applies when the account first logs in
     refusal = creation_refusal(config, creds["email"], creds["password"], nocreate)
     if refusal is not None:
         return _text_response(HTTPStatus.FORBIDDEN, f"no new accounts: {refusal}")
+    if self_signed:
+        creds["dclogin_url"] = dclogin_url(creds["email"], creds["password"])
     return Response(HTTPStatus.OK, json.dumps(creds), {"Content-Type": "application/json"})
 
 
@@ -93,11 +115,12 @@ def write_cgi_response(response: Response, out: TextIO) -> None:
     out.flush()
 
 
-def serve_cgi(config_path: str, environ: Mapping[str, str], out: TextIO) -> None:
+def serve_cgi(config_path: str, environ: Mapping[str, str], out: TextIO, self_signed_flag: bool = False) -> None:
     # run by hand (no REQUEST_METHOD), the program prints fresh credentials as upstream's does
     method = environ.get("REQUEST_METHOD", "POST").upper()
     config = read_config(config_path)
-    write_cgi_response(respond(method, config, nocreate_path().exists()), out)
+    response = respond(method, config, nocreate_path().exists(), self_signed(config, self_signed_flag))
+    write_cgi_response(response, out)
 
 
 class NewEmailHandler(BaseHTTPRequestHandler):
@@ -111,7 +134,8 @@ class NewEmailHandler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] not in PATHS:
             response = _text_response(HTTPStatus.NOT_FOUND, "not found")
         else:
-            response = respond(self.command, self.server.config, nocreate_path().exists())
+            response = respond(self.command, self.server.config, nocreate_path().exists(),
+                               self.server.self_signed)
         body = response.body.encode()
         self.send_response(response.status)
         for name, value in response.headers.items():
@@ -128,8 +152,9 @@ class NewEmailHandler(BaseHTTPRequestHandler):
 class NewEmailServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], config: Config) -> None:
+    def __init__(self, address: tuple[str, int], config: Config, self_signed: bool = False) -> None:
         self.config = config
+        self.self_signed = self_signed
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, NewEmailHandler)
@@ -165,11 +190,18 @@ def main(argv: list[str] | None = None) -> None:
         metavar="ADDR:PORT",
         help="serve HTTP on this address (e.g. 127.0.0.1:3691 or [::1]:3691) instead of CGI",
     )
+    parser.add_argument(
+        "--self-signed",
+        action="store_true",
+        help="the relay's certificate is not publicly trusted: answer GET too and add a "
+        "dclogin: URL accepting invalid certificates (implied by a domain starting with _)",
+    )
     args = parser.parse_args(argv)
     if args.listen is None:
-        serve_cgi(args.inipath, os.environ, sys.stdout)
+        serve_cgi(args.inipath, os.environ, sys.stdout, args.self_signed)
         return
-    with NewEmailServer(args.listen, read_config(args.inipath)) as server:
+    config = read_config(args.inipath)
+    with NewEmailServer(args.listen, config, self_signed(config, args.self_signed)) as server:
         host, port = server.server_address[:2]
         print(f"chatmail-newemail: serving on {host} port {port}", file=sys.stderr, flush=True)
         try:
