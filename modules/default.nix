@@ -54,6 +54,7 @@ let
   derivedSettings = {
     mail_domain = "services.chatmail.domain";
     mailboxes_dir = "services.chatmail.mailboxesDir";
+    turn_socket_path = "nothing: the module runs chatmail-turn-credentials at /run/chatmail-turn/turn.socket";
   };
 
   tlsFiles =
@@ -98,6 +99,18 @@ let
       vmailUser = "vmail";
       vmailGroup = "vmail";
       binDir = "${cfg.package}/bin";
+      turnSecretFile =
+        if cfg.turn.staticAuthSecretFile == null then
+          "/var/lib/chatmail-turn/static-auth-secret"
+        else
+          toString cfg.turn.staticAuthSecretFile;
+    };
+    # coturn and iroh-relay (render-realtime.nix; options in realtime.nix)
+    turn = {
+      inherit (cfg.turn) enable minPort maxPort;
+    };
+    irohRelay = {
+      inherit (cfg.irohRelay) enable port;
     };
     inherit (cfg) pushNotificationUrl;
     # nginx and OpenDKIM (render-discovery.nix; options in nginx.nix and dkim.nix)
@@ -106,6 +119,8 @@ let
       inherit (cfg.nginx) httpsPort newemailPort;
       dkim = cfg.dkim.enable;
       dkimSelector = cfg.dkim.selector;
+      # Delta Chat cannot check such a certificate: /new hands out dclogin: URLs that accept it
+      selfSigned = cfg.tls.mode == "selfSigned" || lib.hasPrefix "_" (toString cfg.domain);
     };
     postfixMain = cfg.postfix.main;
     postfixMaster = cfg.postfix.master;
@@ -134,6 +149,7 @@ in
     ./firewall.nix
     ./nginx.nix
     ./dkim.nix
+    ./realtime.nix
   ];
 
   options.services.chatmail = {
@@ -211,8 +227,10 @@ in
       default = false;
       description = ''
         Whether to open the relay's ports: SMTP 25, submission 587 and 465, IMAP 143 and 993,
-        HTTPS 443 and HTTP 80 for nginx ({option}`services.chatmail.nginx.enable`), and HTTP 80
-        for ACME challenges when {option}`services.chatmail.tls.mode` is `"acme"`.
+        HTTPS 443 and HTTP 80 for nginx ({option}`services.chatmail.nginx.enable`), HTTP 80
+        for ACME challenges when {option}`services.chatmail.tls.mode` is `"acme"`, and for the
+        TURN server ({option}`services.chatmail.turn.enable`) UDP and TCP 3478 and the UDP ports
+        of relayed addresses (`turn.minPort`–`turn.maxPort`).
       '';
     };
 

@@ -96,6 +96,7 @@ in
     services.nginx = {
       enable = true;
       streamConfig = discovery.nginx.streamConfig;
+      appendHttpConfig = discovery.nginx.httpExtraConfig;
       virtualHosts = lib.listToAttrs (
         map (server: lib.nameValuePair server.name (virtualHost server)) discovery.nginx.servers
       );

@@ -5,7 +5,9 @@
 # its header documents the params (`discovery`, `paths.*` below). Facts from chatmail relay
 # 1.9.0 (cmdeploy nginx/nginx.conf.j2, opendkim/opendkim.conf, postfix/master.cf.j2).
 #
-# INPUT  { domain, settings, params, program } (program: name -> path of a chatmaild program)
+# INPUT  { domain, settings, params, program, realtime } (program: name -> path of a chatmaild
+#        program; realtime: render-realtime.nix's result — the iroh relay's locations join the
+#        HTTPS site, and the pages say which realtime services run)
 #
 # params.discovery (every field optional):
 #   alpn            multiplex port 443 by TLS ALPN (nginx stream + ssl_preread): "imap" -> 993,
@@ -15,6 +17,11 @@
 #   dkim            sign outgoing and verify incoming mail with OpenDKIM (the milter
 #                   options below are empty when false)                              true
 #   dkimSelector    DKIM selector (DNS name <selector>._domainkey.<domain>)           "opendkim"
+#   selfSigned      the certificate is not publicly trusted (upstream: a domain starting with
+#                   "_"): /new answers GET too, with a dclogin: URL accepting invalid
+#                   certificates (chatmail-newemail --self-signed), rate-limited per client
+#                   address (nginx limit_req, 2 r/s, burst 5, as upstream), and the index page
+#                   fetches one for its link              (domain starts with "_")
 #   nginxModulesDir directory of dynamic nginx modules; when set, the complete config loads
 #                   ngx_stream_module.so from it (Debian); null = stream is built in  null
 #   opendkimSettings  opendkim.conf keys merged over the rendered ones (e.g. Nameservers) { }
@@ -29,7 +36,9 @@
 # RESULT
 #   paths       the effective discovery paths above
 #   www         files to install under paths.wwwDir: relative path -> text
-#               (index.html, .well-known/autoconfig/mail/config-v1.1.xml, .well-known/mta-sts.txt)
+#               (index.html, privacy.html and info.html from the privacy_* and limit settings,
+#               .well-known/autoconfig/mail/config-v1.1.xml, .well-known/mta-sts.txt; for a
+#               self-signed relay also dclogin.js)
 #   qr          { file, content }: the index page shows wwwDir/<file>, a QR code (PNG) of
 #               <content>, which the deployer makes (qrencode) at build time or start
 #   nginx       servers   list of { name, serverNames, listen = [ { addr, port, ssl } ], default,
@@ -37,6 +46,8 @@
 #                         HTTP side, in the shape of services.nginx.virtualHosts; `default`: the
 #                         default_server of its listen sockets)
 #               httpConfig  the servers as nginx text (with ssl_certificate lines)
+#               httpExtraConfig  http-level directives the servers need (the /new rate-limit
+#                         zone of a self-signed relay; nixpkgs: services.nginx.appendHttpConfig)
 #               streamConfig  the ALPN multiplexer ("" when alpn is off)
 #               conf      a complete nginx.conf (pid, logs, temp paths under nginxRunDir/LogDir)
 #   opendkim    selector, keyFile, socket, domains ("csl:<domain>"),
@@ -46,13 +57,20 @@
 #   milter      Postfix smtpd options: sign = on the outgoing reinject service, verify = on the
 #               incoming one (both talk to the same OpenDKIM; the daemon name decides);
 #               both { } when discovery.dkim is false
-#   newemail    argv: chatmail-newemail INI --listen 127.0.0.1:<newemailPort>
+#   newemail    argv: chatmail-newemail INI --listen 127.0.0.1:<newemailPort> [--self-signed]
 #   ports       { https = 443; http = 80; httpsInternal; newemail }
 {
   domain,
   settings,
   params,
   program,
+  realtime ? {
+    turn.enable = false;
+    irohRelay = {
+      enable = false;
+      locations = { };
+    };
+  },
 }:
 let
   inherit (builtins)
@@ -68,6 +86,7 @@ let
     newemailPort = 3691;
     dkim = true;
     dkimSelector = "opendkim";
+    selfSigned = builtins.substring 0 1 domain == "_";
     nginxModulesDir = null;
     opendkimSettings = { };
   }
@@ -153,29 +172,156 @@ let
     content = "DCACCOUNT:https://${domain}/new";
   };
 
-  indexHtml = ''
+  # --- web pages ----------------------------------------------------------------------------
+
+  escapeHtml = builtins.replaceStrings [ "&" "<" ">" "\"" ] [ "&amp;" "&lt;" "&gt;" "&quot;" ];
+  # an operator-supplied value: escaped, line breaks kept; a visible gap when unset
+  operatorText =
+    key:
+    let
+      value = toString (settings.${key} or "");
+    in
+    if value == "" then
+      "<em>(not given: settings.${key})</em>"
+    else
+      builtins.replaceStrings [ "\n" ] [ "<br>\n" ] (escapeHtml value);
+
+  page = title: body: ''
     <!DOCTYPE html>
     <html lang="en">
     <head>
     <meta charset="utf-8">
     <meta name="viewport" content="width=device-width, initial-scale=1">
-    <title>${domain} chatmail relay</title>
+    <title>${title}</title>
     </head>
     <body>
-    <h1>${domain}</h1>
-    <p>A chatmail relay for <a href="https://delta.chat">Delta Chat</a>.</p>
-    <p><a href="${newAccountUrl}">Get an account on ${domain}</a>: open this link on a device
-    with Delta Chat, or scan this code with Delta Chat:</p>
-    <p><a href="${newAccountUrl}"><img src="/${qr.file}" alt="QR code of ${qr.content}"></a></p>
+    ${body}
+    <p><a href="/">${domain}</a> · <a href="/info.html">More information</a> ·
+    <a href="/privacy.html">Privacy policy</a></p>
     </body>
     </html>
   '';
 
+  # Self-signed: Delta Chat cannot fetch credentials from https://<domain>/new itself (it checks
+  # the certificate), so the page fetches them and offers the dclogin: URL that accepts it.
+  accountLink =
+    if options.selfSigned then
+      ''
+        <p><a id="dclogin-link" href="/new">Get a ${domain} chat profile</a>: open this link on a
+        device with Delta Chat. Each visit of this page makes new credentials; the link
+        configures Delta Chat to accept this relay's self-signed certificate.</p>
+        <p><code id="dclogin-url"></code></p>
+        <script src="/dclogin.js"></script>
+      ''
+    else
+      ''
+        <p><a href="${newAccountUrl}">Get a ${domain} chat profile</a>: open this link on a device
+        with Delta Chat, or scan this code with Delta Chat:</p>
+        <p><a href="${newAccountUrl}"><img src="/${qr.file}" alt="QR code of ${qr.content}"></a></p>
+      '';
+
+  dcloginJs = ''
+    // Fetches fresh credentials from /new and shows their dclogin: URL (self-signed relays).
+    fetch("/new", { method: "POST" })
+      .then(function (response) { return response.json(); })
+      .then(function (credentials) {
+        document.getElementById("dclogin-link").href = credentials.dclogin_url;
+        document.getElementById("dclogin-url").textContent = credentials.dclogin_url;
+      });
+  '';
+
+  indexHtml = page "${domain} chatmail relay" ''
+    <h1>${domain}</h1>
+    <p>A chatmail relay for <a href="https://delta.chat">Delta Chat</a>: instant,
+    interoperable and <a href="/privacy.html">privacy-preserving</a> messaging.</p>
+    ${accountLink}
+  '';
+
+  # what each realtime service is (info page) and what it processes (privacy page)
+  realtimeServices =
+    (
+      if realtime.turn.enable then
+        [
+          {
+            what = "a TURN server (port 3478) that relays the media of calls between devices that cannot reach each other directly";
+            processes = "Calls relayed by the TURN server: the Internet addresses of both devices, while the call lasts; the media itself stays end-to-end encrypted.";
+          }
+        ]
+      else
+        [ ]
+    )
+    ++ (
+      if realtime.irohRelay.enable then
+        [
+          {
+            what = "an iroh relay (https://${domain}/relay) that connects devices sharing realtime data of webxdc apps";
+            processes = "Realtime data of webxdc apps passed through the iroh relay: the Internet addresses of the devices, while they are connected; the data itself stays end-to-end encrypted.";
+          }
+        ]
+      else
+        [ ]
+    );
+  listItems = field: concatStringsSep "" (map (service: "<li>${service.${field}}</li>\n") realtimeServices);
+  realtimeList = listItems "what";
+
+  infoHtml = page "${domain}: more information" ''
+    <h1>More information about ${domain}</h1>
+    <p>${domain} is a chatmail relay: an e-mail server for chats with
+    <a href="https://delta.chat">Delta Chat</a>, with these limits:</p>
+    <ul>
+    <li>Messages leave this relay only end-to-end encrypted; set up contacts with QR invite
+    codes.</li>
+    <li>You may send up to ${toString settings.max_user_send_per_minute} messages per minute.</li>
+    <li>Your messages on the server may take up to ${toString settings.max_mailbox_size}.</li>
+    <li>Messages are removed from the server ${toString settings.delete_mails_after} days after
+    they arrived, large ones (over 200 kB) after ${toString settings.delete_large_after} days.</li>
+    <li>An address that does not log in for ${toString settings.delete_inactive_users_after}
+    days is deleted with all its data; remove the profile from every device to have it deleted
+    that way.</li>
+    </ul>
+    ${if realtimeServices == [ ] then "" else "<p>For calls and realtime apps it also runs:</p>\n<ul>\n${realtimeList}</ul>"}
+    <p>Questions, and requests about your account: ${operatorText "privacy_mail"}</p>
+  '';
+
+  privacyHtml = page "Privacy policy of ${domain}" ''
+    <h1>Privacy policy of ${domain}</h1>
+    <h2>Summary: no personal data asked for or kept</h2>
+    <p>This relay stores and delivers end-to-end encrypted messages between Delta Chat apps. It
+    asks for no personal data: an address is made of random characters. It keeps no logs of
+    Internet (IP) addresses and does not relate them to e-mail addresses. Messages are removed
+    ${toString settings.delete_mails_after} days after they arrived at the latest; an address
+    unused for ${toString settings.delete_inactive_users_after} days is deleted with all its
+    data.</p>
+    <h2>1. Who is responsible</h2>
+    <p>${operatorText "privacy_postal"}</p>
+    <p>E-mail: ${operatorText "privacy_mail"}</p>
+    <p>Data protection officer:<br>${operatorText "privacy_pdo"}</p>
+    <h2>2. What is processed, and why</h2>
+    <ul>
+    <li>Messages, for transmission: stored until delivered and until removed (see above). They
+    are end-to-end encrypted; the relay refuses to send unencrypted messages elsewhere.</li>
+    <li>Each address and a hash of its password, to let only its owner log in.</li>
+    <li>The day of an address's last login, to delete unused addresses.</li>
+    <li>Push notification tokens that an app registers, to wake it when a message arrives; they
+    go to the notification service of the app's platform.</li>
+    ${listItems "processes"}</ul>
+    <p>The legal basis is the performance of the service you asked for (Art. 6 (1) (b) GDPR).
+    Nothing is passed to third parties except as needed to deliver messages.</p>
+    <h2>3. Your rights</h2>
+    <p>You may ask for access to, correction and deletion of your data, restriction of and
+    objection to its processing, and its transfer (Art. 15–21 GDPR), and complain to a
+    supervisory authority; the one responsible for the operator is:<br>
+    ${operatorText "privacy_supervisor"}</p>
+  '';
+
   www = {
     "index.html" = indexHtml;
+    "info.html" = infoHtml;
+    "privacy.html" = privacyHtml;
     ".well-known/autoconfig/mail/config-v1.1.xml" = autoconfigXml;
     ".well-known/mta-sts.txt" = mtaStsPolicy;
-  };
+  }
+  // (if options.selfSigned then { "dclogin.js" = dcloginJs; } else { });
 
   # --- nginx --------------------------------------------------------------------------------
 
@@ -211,7 +357,14 @@ let
     else
       listenAll 443 true;
 
-  newemailProxy = "proxy_pass http://127.0.0.1:${toString options.newemailPort};\n";
+  # A self-signed relay hands out credentials on every GET (the index page's link): at most
+  # 2 requests a second per client address, bursts of 5 (upstream's limit); nginx answers 503
+  # beyond that.
+  newemailProxy =
+    (if options.selfSigned then "limit_req zone=chatmail_new burst=5 nodelay;\n" else "")
+    + "proxy_pass http://127.0.0.1:${toString options.newemailPort};\n";
+  httpExtraConfig =
+    if options.selfSigned then "limit_req_zone $binary_remote_addr zone=chatmail_new:10m rate=2r/s;\n" else "";
   # Every HTTPS answer: browsers keep to HTTPS for the relay's name (gixy, which nixpkgs runs on
   # nginx.conf at build time, asks for it on every TLS server).
   hstsHeader = ''
@@ -256,11 +409,13 @@ let
         "= /.well-known/autoconfig/mail/config-v1.1.xml" = xmlType;
         "= /.well-known/mta-sts.txt" = textType;
         "= /${qr.file}" = "types { }\ndefault_type image/png;\n";
+        "~ \\.html$" = "types { }\ndefault_type \"text/html; charset=utf-8\";\n";
         # chatmail-newemail answers GET with the dcaccount: redirect itself, POST with JSON.
         "= /new" = newemailProxy;
         # the URL of early printed QR codes
         "= /cgi-bin/newemail.py" = newemailProxy;
-      };
+      }
+      // realtime.irohRelay.locations;
       extraConfig = hstsHeader;
     }
     {
@@ -367,7 +522,7 @@ let
         ssl_protocols TLSv1.2 TLSv1.3;
         # nixpkgs' default services.nginx.sslCiphers (Mozilla's intermediate list)
         ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;
-      ${indent "  " httpConfig}}
+      ${indent "  " (httpExtraConfig + httpConfig)}}
     '';
 
   # --- OpenDKIM -----------------------------------------------------------------------------
@@ -415,7 +570,12 @@ in
 {
   inherit paths www qr;
   nginx = {
-    inherit servers httpConfig streamConfig;
+    inherit
+      servers
+      httpConfig
+      httpExtraConfig
+      streamConfig
+      ;
     conf = nginxConf;
   };
   opendkim = {
@@ -448,7 +608,8 @@ in
     configFile
     "--listen"
     "127.0.0.1:${toString options.newemailPort}"
-  ];
+  ]
+  ++ (if options.selfSigned then [ "--self-signed" ] else [ ]);
   ports = {
     https = 443;
     http = 80;

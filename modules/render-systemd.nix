@@ -5,8 +5,10 @@
 # tests/nix feeds to `systemd-analyze security --offline=true` (every unit must stay at an
 # exposure of 2.0 or less).
 #
-# ARGUMENTS  { paths, daemons, jobs, newemail } as render.nix computes them (newemail: the
-#            chatmail-newemail argv of render-discovery.nix; modules/nginx.nix runs that unit).
+# ARGUMENTS  { paths, daemons, jobs, newemail, turn } as render.nix computes them (newemail: the
+#            chatmail-newemail argv of render-discovery.nix; modules/nginx.nix runs that unit;
+#            turn: { socket, secretFile } of render-realtime.nix, for the unit
+#            chatmail-turn-credentials, present when daemons has `turn-credentials`).
 # RESULT     attrset unit name -> { description; serviceConfig; text; }
 #            serviceConfig: values as nixpkgs' systemd.services.<name>.serviceConfig takes them
 #            (strings, bools, lists of strings); text: the unit file ([Unit] and [Service]).
@@ -15,6 +17,9 @@
   daemons,
   jobs,
   newemail,
+  # { socket, secretFile } of render-realtime.nix: the credentials unit's socket directory, and
+  # the secret it reads as a systemd credential
+  turn,
 }:
 let
   inherit (builtins)
@@ -145,6 +150,28 @@ let
         ProtectHome = true;
       };
     };
+  }
+  // (
+    if daemons ? turn-credentials then
+      {
+        # TURN credentials for chatmail-metadata: only its socket, and the shared secret, which
+        # systemd hands over as a credential (the file itself may be root's alone).
+        chatmail-turn-credentials = {
+          description = "chatmail TURN credentials for chatmail-metadata (chatmail-turn-credentials)";
+          serviceConfig = daemon (map (
+            arg: if arg == turn.secretFile then "%d/turn-secret" else arg
+          ) daemons.turn-credentials) (socketDirectory turn.socket // {
+            LoadCredential = [ "turn-secret:${turn.secretFile}" ];
+            PrivateNetwork = true;
+            IPAddressDeny = "any";
+            RestrictAddressFamilies = [ "AF_UNIX" ];
+          });
+        };
+      }
+    else
+      { }
+  )
+  // {
     # Deletes old messages and inactive accounts (settings delete_*_after).
     chatmail-expire = {
       description = "chatmail mailbox expiry";

@@ -89,6 +89,14 @@
 #                 filtermail          = [ filtermail INI outgoing ]
 #                 filtermail-incoming = [ filtermail INI incoming ]
 #                 metadata            = [ chatmail-metadata SOCKET INI --notify-url URL ]
+#                 turn-credentials    = [ chatmail-turn-credentials SOCKET --secret-file F … ]
+#                                       (only when params.turn.enable, the default)
+#   realtime      TURN (coturn settings and turnserver.conf, the chatmail-turn-credentials argv)
+#                 and the iroh relay (config, argv, nginx locations): see render-realtime.nix,
+#                 which documents params.turn, params.irohRelay and their paths. chatmail.ini's
+#                 turn_socket_path is paths.turnSocket (not accepted in settings), its iroh_relay
+#                 https://<domain> when the iroh relay is served, else empty, unless
+#                 settings.iroh_relay names one.
 #   discovery     nginx (HTTPS site: autoconfig, MTA-STS, /new, index; port 80; ALPN on 443),
 #                 the files it serves, OpenDKIM, the chatmail-newemail argv: see
 #                 render-discovery.nix, which also documents params.discovery and its paths.
@@ -225,12 +233,17 @@ let
       throw "render.nix: settings.mail_domain is not accepted; it is params.domain"
     else if givenSettings ? mailboxes_dir then
       throw "render.nix: settings.mailboxes_dir is not accepted; set paths.mailboxesDir instead"
+    else if givenSettings ? turn_socket_path then
+      throw "render.nix: settings.turn_socket_path is not accepted; set paths.turnSocket instead"
     else
       defaults
+      # advertised only when served (an explicit settings.iroh_relay names another relay)
+      // { iroh_relay = realtime.irohRelay.url; }
       // givenSettings
       // {
         mail_domain = domain;
         mailboxes_dir = paths.mailboxesDir;
+        turn_socket_path = realtime.paths.turnSocket;
       };
 
   # --- validation ----------------------------------------------------------------------------
@@ -839,6 +852,9 @@ let
 
   program = name: if paths.binDir == null then name else "${paths.binDir}/${name}";
 
+  # TURN (coturn and its credentials daemon) and the iroh relay; documented in that file.
+  realtime = import ./render-realtime.nix { inherit domain params program; };
+
   # nginx (autoconfig, MTA-STS, /new, ALPN on 443) and OpenDKIM; documented in that file.
   discovery = import ./render-discovery.nix {
     inherit
@@ -847,6 +863,7 @@ let
       params
       program
       ;
+    inherit realtime;
   };
 
   # Periodic jobs (upstream: chatmail-expire daily at 00:02).
@@ -879,13 +896,18 @@ let
       "--notify-url"
       pushNotificationUrl
     ];
-  };
+  }
+  // (if realtime.turn.enable then { turn-credentials = realtime.turn.credentials; } else { });
 
   # systemd services of the daemons and jobs (serviceConfig for the module, unit text for
   # `systemd-analyze security --offline`)
   systemdUnits = import ./render-systemd.nix {
     inherit paths daemons jobs;
     inherit (discovery) newemail;
+    turn = {
+      socket = realtime.paths.turnSocket;
+      secretFile = realtime.paths.turnSecretFile;
+    };
   };
 in
 {
@@ -907,6 +929,7 @@ in
     daemons
     jobs
     discovery
+    realtime
     systemdUnits
     ;
   ports = {

@@ -75,6 +75,11 @@ in
     users = mapAttrs (_: user: { inherit (user) isSystemUser group; }) config.users.users;
     groups = lib.attrNames config.users.groups;
     firewallPorts = config.networking.firewall.allowedTCPPorts;
+    firewallUdp = {
+      ports = config.networking.firewall.allowedUDPPorts;
+      ranges = config.networking.firewall.allowedUDPPortRanges;
+    };
+    coturn = config.services.coturn;
     acme = mapAttrs (_: cert: {
       inherit (cert)
         directory
@@ -84,7 +89,7 @@ in
         ;
     }) config.security.acme.certs;
     nginx = {
-      inherit (config.services.nginx) enable streamConfig;
+      inherit (config.services.nginx) enable streamConfig appendHttpConfig;
       virtualHosts = mapAttrs (_: vhostSummary) config.services.nginx.virtualHosts;
       conf = config.services.nginx.configText;
     };

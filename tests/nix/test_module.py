@@ -289,8 +289,9 @@ def test_files_users_and_firewall(summary):
     assert "vmail" in summary["groups"]
     assert f"d /var/lib/vmail/mail/{DOMAIN} 0700 vmail vmail -" in summary["rules"]
     assert "d /var/lib/postfix/queue/private 0700 postfix - -" in summary["rules"]
-    # 80 and 443: nginx (modules/nginx.nix)
-    assert sorted(summary["firewallPorts"]) == [25, 80, 143, 443, 465, 587, 993]
+    # 80 and 443: nginx (modules/nginx.nix); 3478 and the relay ports: TURN (modules/realtime.nix)
+    assert sorted(summary["firewallPorts"]) == [25, 80, 143, 443, 465, 587, 993, 3478]
+    assert summary["firewallUdp"] == {"ports": [3478], "ranges": [{"from": 49152, "to": 65535}]}
 
 
 def test_self_signed_certificate_unit(summary, dovecot_generation):

@@ -37,15 +37,29 @@ def test_nginx_serves_the_rendered_site(tmp_path):
     etc = summary["etc"]
     assert etc["chatmail/www/.well-known/autoconfig/mail/config-v1.1.xml"] == render_autoconfig(DOMAIN)
     assert etc["chatmail/www/.well-known/mta-sts.txt"] == render_mta_sts_policy(DOMAIN)
-    assert f"dcaccount:https://{DOMAIN}/new" in etc["chatmail/www/index.html"]
+    # self-signed: the index page fetches a dclogin: URL from /new, which nginx rate-limits
+    assert '<script src="/dclogin.js">' in etc["chatmail/www/index.html"]
+    assert "limit_req zone=chatmail_new" in site["locations"]["= /new"]["extraConfig"]
+    assert "limit_req_zone $binary_remote_addr zone=chatmail_new" in summary["nginx"]["appendHttpConfig"]
+    assert {"info.html", "privacy.html"} <= {name.removeprefix("chatmail/www/") for name in etc}
     qr = summary["etcBuilt"]["chatmail/www/qr-chatmail-invite.png"]
     assert qr == f"qrencode -t PNG -s 8 -o $out DCACCOUNT:https://{DOMAIN}/new"
+
+
+def test_a_publicly_trusted_relay_links_dcaccount_without_rate_limit(tmp_path):
+    summary = evaluate(relay(tls={"mode": "acme"}), tmp_path)
+    assert f'href="dcaccount:https://{DOMAIN}/new"' in summary["etc"]["chatmail/www/index.html"]
+    assert "chatmail/www/dclogin.js" not in summary["etc"]
+    assert "limit_req" not in vhosts(summary)[DOMAIN]["locations"]["= /new"]["extraConfig"]
+    assert summary["nginx"]["appendHttpConfig"] == ""
+    unit = summary["services"]["chatmail-newemail"]
+    assert unit["serviceConfig"]["ExecStart"].endswith("--listen 127.0.0.1:3691")
 
 
 def test_newemail_service(tmp_path):
     unit = evaluate(relay(), tmp_path)["services"]["chatmail-newemail"]
     assert unit["serviceConfig"]["ExecStart"].endswith(
-        "/bin/chatmail-newemail /etc/chatmail/chatmail.ini --listen 127.0.0.1:3691")
+        "/bin/chatmail-newemail /etc/chatmail/chatmail.ini --listen 127.0.0.1:3691 --self-signed")
     assert unit["serviceConfig"]["IPAddressAllow"] == "localhost"
 
 

@@ -398,8 +398,9 @@ def test_chatmail_ini_is_read_by_chatmaild(tmp_path, settings):
     config = read_config(ini)
     assert config.mail_domain == DOMAIN
     assert str(config.mailboxes_dir) == f"/var/lib/vmail/mail/{DOMAIN}"
+    assert str(config.turn_socket_path) == "/run/chatmail-turn/turn.socket"
     for key, value in result["settings"].items():
-        if key in ("mail_domain", "mailboxes_dir"):
+        if key in ("mail_domain", "mailboxes_dir", "turn_socket_path"):
             continue
         expected = value.strip() if isinstance(value, str) else value
         assert getattr(config, key) == expected, key
@@ -414,6 +415,9 @@ def test_daemon_command_lines(tmp_path):
         "filtermail-incoming": ["/opt/cm/bin/filtermail", "/c/chatmail.ini", "incoming"],
         "metadata": ["/opt/cm/bin/chatmail-metadata", "/run/chatmail-metadata/metadata.socket",
                      "/c/chatmail.ini", "--notify-url", "https://notifications.delta.chat/notify"],
+        "turn-credentials": ["/opt/cm/bin/chatmail-turn-credentials", "/run/chatmail-turn/turn.socket",
+                             "--secret-file", "/var/lib/chatmail-turn/static-auth-secret",
+                             "--lifetime", "432000"],
     }
     assert result["jobs"] == {
         "expire": ["/opt/cm/bin/chatmail-expire", "/c/chatmail.ini", "--remove"]}

@@ -48,7 +48,7 @@ def test_mta_sts_policy_equals_chatmaild_rendering(tmp_path):
 
 
 def test_index_page_links_the_account_url_and_shows_its_qr_code(tmp_path):
-    result = discovery(tmp_path)
+    result = discovery(tmp_path, discovery={"selfSigned": False})
     index = result["www"]["index.html"]
     assert f'href="dcaccount:https://{DOMAIN}/new"' in index
     assert result["qr"] == {"file": "qr-chatmail-invite.png",
@@ -198,8 +198,11 @@ def test_submission_header_privacy(tmp_path):
 def test_newemail_command_line(tmp_path):
     result = discovery(tmp_path, discovery={"newemailPort": 4001}, paths={"binDir": "/b"})
     assert result["newemail"] == [
-        "/b/chatmail-newemail", "/etc/chatmail/chatmail.ini", "--listen", "127.0.0.1:4001"
+        "/b/chatmail-newemail", "/etc/chatmail/chatmail.ini", "--listen", "127.0.0.1:4001",
+        "--self-signed",  # a domain starting with "_", as upstream
     ]
+    result = discovery(tmp_path, discovery={"selfSigned": False})
+    assert result["newemail"][-1] == "127.0.0.1:3691"
 
 
 def test_dkim_off_removes_the_milters(tmp_path):

@@ -16,7 +16,7 @@ from nix_tools import render
 
 MAX_EXPOSURE = 2.0
 UNITS = {"doveauth", "filtermail", "filtermail-incoming", "chatmail-metadata", "chatmail-newemail",
-         "chatmail-expire"}
+         "chatmail-expire", "chatmail-turn-credentials"}
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,10 @@ def test_newemail_is_a_dynamic_user_on_loopback(units: dict) -> None:
     assert config["ExecStart"] == "chatmail-newemail /etc/chatmail/chatmail.ini --listen 127.0.0.1:3691"
     assert (config["Restart"], config["ProtectHome"]) == ("always", True)
     assert (config["IPAddressDeny"], config["IPAddressAllow"]) == ("any", "localhost")
+
+
+def test_turn_credentials_reads_the_secret_as_a_systemd_credential(units: dict) -> None:
+    config = units["chatmail-turn-credentials"]["serviceConfig"]
+    assert config["LoadCredential"] == ["turn-secret:/var/lib/chatmail-turn/static-auth-secret"]
+    assert "--secret-file %d/turn-secret" in config["ExecStart"]
+    assert config["RuntimeDirectory"] == "chatmail-turn" and config["PrivateNetwork"] is True

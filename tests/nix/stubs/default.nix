@@ -6,5 +6,6 @@ dovecotGeneration: [
   ./postfix.nix
   ./opendkim.nix
   ./nginx.nix
+  ./coturn.nix
   (./. + "/dovecot-${dovecotGeneration}.nix")
 ]

@@ -154,6 +154,7 @@ let
     client_max_body_size ${cfg.clientMaxBodySize};
     server_tokens off;
     ${lib.concatMapStrings serverText (lib.attrValues vhosts)}
+    ${cfg.appendHttpConfig}
     }
     ${lib.optionalString (cfg.streamConfig != "") ''
       stream {
@@ -190,6 +191,7 @@ in
     ];
     clientMaxBodySize = option types.str "10m";
     validateConfigFile = option types.bool true;
+    appendHttpConfig = option types.lines "";
     virtualHosts = option (types.attrsOf virtualHost) { localhost = { }; };
     # read-only here: the text the real module writes (and checks with gixy)
     configText = mkOption {

@@ -106,6 +106,14 @@ in
       type = types.listOf types.port;
       default = [ ];
     };
+    networking.firewall.allowedUDPPorts = mkOption {
+      type = types.listOf types.port;
+      default = [ ];
+    };
+    networking.firewall.allowedUDPPortRanges = mkOption {
+      type = types.listOf (types.attrsOf types.port);
+      default = [ ];
+    };
     networking.hosts = mkOption {
       type = types.attrsOf (types.listOf types.str);
       default = { };

@@ -18,6 +18,8 @@ let
 in
 {
   chatmaild = package "chatmaild" "0.1.0";
+  coreutils = package "coreutils" "9.7";
+  iroh-relay = package "iroh-relay" "0.35.0";
   dovecot = package "dovecot" "2.4.5";
   dovecot_2_3 = package "dovecot" "2.3.21.1";
   openssl = package "openssl" "3.5.0";
