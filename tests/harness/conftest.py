@@ -16,7 +16,14 @@ from typing import Iterator
 
 import pytest
 
-from harness_lib import DOMAINS, UP_TIMEOUT, LocalRelays, harness_state_dir, run_local_relay
+from harness_lib import (
+    DOMAINS,
+    PRIVACY_SETTINGS,
+    UP_TIMEOUT,
+    LocalRelays,
+    harness_state_dir,
+    run_local_relay,
+)
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +34,9 @@ def relays() -> Iterator[LocalRelays]:
     prefix = f"cmt{secrets.token_hex(2)}-"
     try:
         up = run_local_relay("up", "--state", str(state), "--prefix", prefix,
-                             "--domains", ",".join(DOMAINS), timeout=UP_TIMEOUT)
+                             "--domains", ",".join(DOMAINS),
+                             *[f"--setting={key}={value}" for key, value in PRIVACY_SETTINGS.items()],
+                             timeout=UP_TIMEOUT)
         print(up.stdout + up.stderr)
         if up.returncode != 0:
             pytest.fail(f"local-relay up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")

@@ -15,6 +15,9 @@ LOCAL_RELAY = REPO / "scripts" / "local-relay"
 SCENARIOS = REPO / "nixos-tests" / "scenarios"
 # chat.test and chat2.test as `--relays 2` names them, plus a domain starting with "_".
 DOMAINS = ("chat.test", "chat2.test", "_r3.test")
+# the privacy contacts of every relay (shown on its privacy and info pages)
+PRIVACY_SETTINGS = {"privacy_mail": "privacy@chat.test",
+                    "privacy_postal": "Relay Operators <Test> & Co, 1 Harness Road"}
 UP_TIMEOUT = 180
 CLIENT_TIMEOUT = 300
 

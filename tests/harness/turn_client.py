@@ -97,6 +97,32 @@ def encode(message: Message, key: bytes | None = None, fingerprint: bool = False
     return header(len(body)) + body
 
 
+def _covered(data: bytes, kind: int, size: int) -> tuple[bytes, bytes] | None:
+    """(what the attribute ``kind`` covers, its value): the message before it, with the
+    length field counting through it; None if the message has no such attribute."""
+    offset, end = HEADER.size, HEADER.size + HEADER.unpack_from(data)[1]
+    while offset + 4 <= end:
+        attr, length = struct.unpack_from("!HH", data, offset)
+        if attr == kind and length == size:
+            covered = bytearray(data[:offset])
+            struct.pack_into("!H", covered, 2, offset + 4 + size - HEADER.size)
+            return bytes(covered), data[offset + 4 : offset + 4 + size]
+        offset += 4 + length + (-length % 4)
+    return None
+
+
+def integrity_ok(data: bytes, key: bytes) -> bool:
+    """Whether the message carries a MESSAGE-INTEGRITY made with ``key``."""
+    found = _covered(data, MESSAGE_INTEGRITY, 20)
+    return found is not None and hmac.compare_digest(
+        hmac.new(key, found[0], hashlib.sha1).digest(), found[1])
+
+
+def fingerprint_ok(data: bytes) -> bool:
+    found = _covered(data, FINGERPRINT, 4)
+    return found is not None and struct.pack("!I", (zlib.crc32(found[0]) ^ 0x5354554E) & 0xFFFFFFFF) == found[1]
+
+
 def decode(data: bytes) -> Message:
     if len(data) < HEADER.size:
         raise StunError("shorter than a STUN header")
@@ -158,6 +184,7 @@ def outcome(message: Message) -> dict:
 class Connection:
     def __init__(self, server: tuple[str, int], tcp: bool) -> None:
         self.tcp = tcp
+        self.last = b""
         self.sock = socket.create_connection(server, TIMEOUT) if tcp else socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.settimeout(TIMEOUT)
         if not tcp:
@@ -170,10 +197,13 @@ class Connection:
             self.sock.send(data)
 
     def receive(self) -> Message:
-        if not self.tcp:
-            return decode(self.sock.recv(65536))
-        header = self._read(HEADER.size)
-        return decode(header + self._read(stun_length(header) - HEADER.size))
+        """The next message; its bytes stay in ``last``."""
+        if self.tcp:
+            header = self._read(HEADER.size)
+            self.last = header + self._read(stun_length(header) - HEADER.size)
+        else:
+            self.last = self.sock.recv(65536)
+        return decode(self.last)
 
     def _read(self, size: int) -> bytes:
         data = b""
@@ -213,7 +243,8 @@ class TurnSession:
         self.key = long_term_key(self.username, self.realm.decode(), self.password)
         request = self._authenticated(ALLOCATE, attributes)
         reply = self.connection.request(request, self.key)
-        result = {"step": "allocate", "realm": self.realm.decode(), **outcome(reply)}
+        result = {"step": "allocate", "realm": self.realm.decode(), **outcome(reply),
+                  "integrity": integrity_ok(self.connection.last, self.key)}
         relayed = reply.get(XOR_RELAYED_ADDRESS)
         if relayed is not None:
             result["relayed"] = list(parse_xor_address(relayed, reply.transaction))
