@@ -54,6 +54,9 @@
         federation = pkgs.callPackage ./nixos-tests/federation.nix {
           chatmailModule = self.nixosModules.default;
         };
+        realtime = pkgs.callPackage ./nixos-tests/realtime.nix {
+          chatmailModule = self.nixosModules.default;
+        };
       });
 
       formatter = forAllSystems (pkgs: pkgs.nixfmt);

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import ssl
 import sys
 import tempfile
@@ -27,30 +26,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "nixos-tests" / "scenarios"))
 import scenario_lib as lib  # noqa: E402
+from realtime import deltachat_metadata  # noqa: E402
 
 TIMEOUT = 30.0
-KEYS = ("/shared/vendor/deltachat/turn", "/shared/vendor/deltachat/irohrelay")
 
 
 def metadata(args: argparse.Namespace) -> dict:
     relay = lib.Relay(args.domain, args.ca)
-    account = lib.create_account(relay)
-    client = lib.imap_login(relay, account)
-    try:
-        found = {}
-        for key in KEYS:
-            data = client._raw_command_untagged(b"GETMETADATA", [b'""', key.encode()],
-                                                response_name="METADATA", uid=False)
-            text = " ".join(piece.decode() if isinstance(piece, bytes) else str(piece)
-                            for item in data for piece in (item if isinstance(item, tuple) else (item,)))
-            # '"" (KEY "value")', '"" (KEY {N} value)' (a literal) or '"" (KEY NIL)'
-            value = re.search(re.escape(key) + r' (?:"([^"]*)"|\{\d+\} (\S+)|(NIL))', text)
-            name = key.rsplit("/", 1)[1]
-            found[name] = None if value is None or value.group(3) else value.group(1) or value.group(2)
-            found[name + "_reply"] = text
-        return found
-    finally:
-        client.logout()
+    return deltachat_metadata(relay, lib.create_account(relay))
 
 
 def fetch(url: str, ca: str, method: str = "GET") -> tuple[int, str, str]:

@@ -54,7 +54,9 @@ let
         tls = config.services.chatmail.tls.mode;
         tlsCert = config.services.chatmail.rendered.paths.tlsCert;
         postfixMain = config.services.postfix.settings.main;
+        ini = config.services.chatmail.rendered.chatmailIni;
       };
+      services = lib.attrNames config.systemd.services;
       etc = lib.attrNames config.environment.etc;
       pki = config.security.pki.certificateFiles;
     };
@@ -106,7 +108,7 @@ in
         ];
       }).script;
     pytestScript = self.checks.${system}.chatmaild-pytest.script;
-    tests = lib.genAttrs [ "basic" "federation" ] (
+    tests = lib.genAttrs [ "basic" "federation" "realtime" ] (
       name:
       let
         test = vmTest name;

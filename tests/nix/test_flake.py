@@ -38,7 +38,8 @@ def test_outputs(flake):
     assert outputs["overlays"] == ["default"]
     for name in ("packages", "checks", "formatter", "devShells"):
         assert outputs[name] == SYSTEMS, name
-    assert sorted(flake["checkNames"]) == ["basic", "chatmaild", "chatmaild-pytest", "federation"]
+    assert sorted(flake["checkNames"]) == ["basic", "chatmaild", "chatmaild-pytest", "federation",
+                                          "realtime"]
 
 
 def test_chatmaild_package(flake):
@@ -96,7 +97,7 @@ def test_federation_uses_its_ca_and_hosts_lookup(flake):
         assert node["chatmail"]["postfixMain"]["smtp_tls_security_level"] == "verify"
 
 
-@pytest.mark.parametrize("test", ["basic", "federation"])
+@pytest.mark.parametrize("test", ["basic", "federation", "realtime"])
 def test_vm_tests_run_existing_scenarios(flake, test):
     script = flake["tests"][test]["testScript"]
     used = set(re.findall(r'scenario\("(\w+\.py)', script))
@@ -106,10 +107,11 @@ def test_vm_tests_run_existing_scenarios(flake, test):
         assert (REPO / "nixos-tests" / "scenarios" / name).is_file(), name
     # the scenarios' own command line (nixos-tests/scenarios/*.py docstrings)
     for option in re.findall(r'"(--[a-z]+) ', script):
-        assert option in ("--domain", "--from", "--to", "--ca", "--accounts", "--count"), option
+        assert option in ("--domain", "--from", "--to", "--ca", "--accounts", "--count",
+                          "--iroh-relay"), option
 
 
-@pytest.mark.parametrize("test", ["basic", "federation"])
+@pytest.mark.parametrize("test", ["basic", "federation", "realtime"])
 def test_vm_test_scripts_are_python(flake, test):
     # The test driver runs testScript as Python; a syntax error would only show in the VM run.
     compile(flake["tests"][test]["testScript"], f"{test}.testScript", "exec")
@@ -131,3 +133,10 @@ def test_vm_test_certificates_pass_strict_verification(flake, tmp_path):
                                "-ext", "subjectAltName"], capture_output=True, text=True,
                               check=True, timeout=60).stdout
         assert f"DNS:{domain}" in text
+
+
+def test_realtime_vm_test_serves_turn_and_the_iroh_relay(flake):
+    server = flake["tests"]["realtime"]["nodes"]["server"]
+    assert "iroh_relay = https://chat1.test\n" in server["chatmail"]["ini"]
+    assert {"coturn", "iroh-relay", "chatmail-turn-credentials"} <= set(server["services"])
+    assert '"--iroh-relay"' in flake["tests"]["realtime"]["testScript"]
