@@ -60,7 +60,8 @@ in
     irohRelay = {
       enable = lib.mkOption {
         type = lib.types.bool;
-        default = true;
+        default = cfg.nginx.enable;
+        defaultText = lib.literalExpression "config.services.chatmail.nginx.enable";
         description = ''
           Whether the relay serves an iroh relay for realtime data of webxdc apps, as upstream
           chatmail relays do: `iroh-relay` on loopback behind nginx (`/relay`, `/ping`,

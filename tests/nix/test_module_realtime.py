@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from test_module import NIXPKGS_LIB, evaluate, failed_assertions, relay
+from test_module import (  # noqa: F401 (dovecot_generation: the autouse fixture)
+    NIXPKGS_LIB,
+    dovecot_generation,
+    evaluate,
+    failed_assertions,
+    relay,
+)
 
 pytestmark = pytest.mark.skipif(NIXPKGS_LIB is None, reason="set NIXPKGS_LIB")
 
@@ -66,9 +72,16 @@ def test_iroh_relay_off_advertises_none(tmp_path):
 
 
 @pytest.mark.parametrize(("chatmail", "message"), [
-    (relay(nginx={"enable": False}), "services.chatmail.irohRelay.enable needs services.chatmail.nginx.enable"),
+    (relay(nginx={"enable": False}, irohRelay={"enable": True}),
+     "services.chatmail.irohRelay.enable needs services.chatmail.nginx.enable"),
     (relay(turn={"minPort": 60000, "maxPort": 50000}), "services.chatmail.turn: minPort (60000)"),
     (relay(settings={"turn_socket_path": "/x"}), "services.chatmail.settings.turn_socket_path is not used"),
 ])
 def test_bad_realtime_configurations_fail_with_a_message(tmp_path, chatmail, message):
     assert any(message in failure for failure in failed_assertions(chatmail, tmp_path))
+
+
+def test_no_iroh_relay_without_nginx_by_default(tmp_path):
+    summary = evaluate(relay(nginx={"enable": False}), tmp_path)
+    assert "iroh-relay" not in summary["services"]
+    assert "iroh_relay = \n" in summary["etc"]["chatmail/chatmail.ini"]
