@@ -16,7 +16,7 @@ import pytest
 import chatmaild
 from chatmaild.bench import start_doveauth
 from chatmaild.dictclient import DictClient
-from chatmaild.dictproto import passdb_key, request_line
+from chatmaild.dictproto import MAX_LINE_LENGTH, passdb_key, request_line
 from chatmaild.passwords import verify_password
 
 DOMAIN = "chat.example.org"
@@ -171,13 +171,31 @@ GARBAGE = [
 def test_garbage_gets_failure_or_close_and_daemon_survives(daemon, garbage):
     with daemon.client() as c:
         c.send(garbage)
-        if len(garbage) > 65536 or garbage.startswith((b"S", b"B", b"C")):
+        if len(garbage) > MAX_LINE_LENGTH:
+            # answered F, then an orderly end (never a reset, however the input was read)
             c.sock.shutdown(socket.SHUT_WR)
-        reply = c.readline()
-        assert reply in (b"F\n", b"N\n", b""), reply
+            assert [c.readline(), c.readline()] == [b"F\n", b""]
+        elif garbage.startswith((b"S", b"B", b"C")):
+            c.sock.shutdown(socket.SHUT_WR)
+            assert c.readline() == b""
+        else:
+            assert c.readline() in (b"F\n", b"N\n")
     with daemon.client() as c:
         assert c.passdb(ADDR, "secret1234")["password"] == stored_hash(daemon)
     assert daemon.proc.poll() is None
+
+
+@pytest.mark.parametrize("fatal", [b"x" * 100_000 + b"\n", b"Bnot-a-number\n"], ids=["long", "bad-id"])
+def test_input_after_a_fatal_line_is_drained_not_reset(daemon, fatal):
+    # Much more input than the daemon reads at once: closing with it unread made the kernel
+    # reset the connection, and the client lost the replies to a BrokenPipe/ConnectionReset.
+    with daemon.client() as c:
+        c.send(request_line("L", f"shared/userdb/nobody123@{DOMAIN}") + fatal + b"y\n" * 1_000_000)
+        c.sock.shutdown(socket.SHUT_WR)
+        replies = b"".join(iter(c.readline, b""))
+    assert replies == b"N\n" + (b"F\n" if len(fatal) > MAX_LINE_LENGTH else b"")
+    with daemon.client() as c:
+        assert c.userdb(ADDR) is None
 
 
 def test_connection_survives_a_bad_line(daemon):

@@ -364,7 +364,9 @@ def test_daemon_survives_malformed_input(
         client = daemon.client()
         client.file.write(garbage)
         client.file.flush()
-        assert client.reply() == b""  # the daemon closed this connection
+        if len(garbage) > 70_000:
+            assert client.reply() == b"F\n"  # a line over the limit is answered before the end
+        assert client.reply() == b""  # the daemon ended this connection
         client.close()
     client = daemon.client()
     assert client.set(DEVICETOKEN, "tok1") == b"O1\n"

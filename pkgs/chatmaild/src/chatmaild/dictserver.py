@@ -5,8 +5,9 @@ A daemon supplies a session per connection: ``handle_line(raw)`` gets one reques
 its newline) and returns the reply bytes, None for requests without a reply, or a coroutine for
 requests that must wait (its result is the reply). It raises CloseConnection when the client
 broke the protocol so badly that the connection must end. Everything else is here: line framing
-and its length limit, replies strictly in request order, back-pressure, and the socket's life
-(a stale socket of an earlier run, the socket's mode, stopping on SIGTERM or SIGINT).
+and its length limit, replies strictly in request order, back-pressure, ending a connection
+without a reset, and the socket's life (a stale socket of an earlier run, the socket's mode,
+stopping on SIGTERM or SIGINT).
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ class DictConnection(asyncio.Protocol):
 
     A Protocol rather than streams: requests answered at once are handled synchronously in
     data_received, without a coroutine per request (about half the CPU per doveauth lookup).
+
+    Ending a connection on a protocol error is a half-close: the replies so far (and ``F`` for a
+    line over the length limit) go out, then the write side is shut down and input is read and
+    dropped until the client closes its side. Closing at once with unread input would make the
+    kernel reset the connection, and the client (Dovecot's dict client) could lose the replies
+    already sent to a "connection reset" instead of reading them and a clean end of file.
     """
 
     def __init__(self, session: Session) -> None:
@@ -54,6 +61,7 @@ class DictConnection(asyncio.Protocol):
         self.waiting: asyncio.Future[bytes] | None = None
         self.reading_paused_by: set[str] = set()  # "waiting" and/or "writing"
         self.eof = False
+        self.ending = False  # write side shut down; input is dropped until the client's EOF
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -63,11 +71,15 @@ class DictConnection(asyncio.Protocol):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
+        if self.ending:
+            return
         self.buffer += data
         self._process()
 
     def eof_received(self) -> bool:
         self.eof = True
+        if self.ending:
+            return False  # closes the connection: nothing unread is left
         if self.waiting is None:
             self._process()
             return False  # closes the connection
@@ -89,6 +101,20 @@ class DictConnection(asyncio.Protocol):
         if not self.reading_paused_by and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
+    def _end(self, replies: list[bytes]) -> None:
+        """Send REPLIES, shut down the write side and drop all further input (see the class)."""
+        self._write(replies)
+        self.ending = True
+        self.buffer.clear()
+        if self.transport is None:
+            return
+        if self.eof:
+            self.transport.close()  # the client has sent everything already: nothing unread
+            return
+        self.transport.write_eof()  # after the buffered replies
+        self.reading_paused_by.clear()
+        self.transport.resume_reading()
+
     def _process(self) -> None:
         """Answer the complete lines in the buffer, until one of them has to wait."""
         replies: list[bytes] = []
@@ -97,6 +123,8 @@ class DictConnection(asyncio.Protocol):
             while self.waiting is None and self.transport is not None:
                 end = self.buffer.find(b"\n", start)
                 if (end if end >= 0 else len(self.buffer)) - start > MAX_LINE_LENGTH:
+                    # the line is a request too: it is answered, in order, before the end
+                    replies.append(FAIL_REPLY)
                     raise CloseConnection(f"request line longer than {MAX_LINE_LENGTH} bytes")
                 if end < 0:
                     break
@@ -117,9 +145,7 @@ class DictConnection(asyncio.Protocol):
                     self._pause_reading("waiting")
         except CloseConnection as e:
             log.warning("closing connection: %s", e)
-            self._write(replies)
-            if self.transport is not None:
-                self.transport.close()
+            self._end(replies)
             return
         finally:
             del self.buffer[:start]
