@@ -24,9 +24,12 @@ from test_doveauth_daemon import Daemon
 
 DOMAIN = "chat.example.org"
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("dovecot") is None or os.geteuid() != 0, reason="needs Dovecot 2.3 and root"
-)
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        shutil.which("dovecot") is None or os.geteuid() != 0, reason="needs Dovecot 2.3 and root"
+    ),
+]
 
 
 def free_port() -> int:

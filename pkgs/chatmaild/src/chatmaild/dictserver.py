@@ -196,7 +196,8 @@ async def serve_until_stopped(
             lambda: DictConnection(new_session()), path=os.fspath(socket_path), backlog=1024
         )
     except OSError as e:
-        raise OSError(e.errno, f"cannot listen on {socket_path}: {e.strerror}") from e
+        # (a path over the unix socket limit is an OSError without errno or strerror)
+        raise OSError(e.errno, f"cannot listen on {socket_path}: {e.strerror or e}") from e
     finally:
         os.umask(old_umask)
     stopping = asyncio.Event()
