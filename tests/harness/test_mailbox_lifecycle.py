@@ -318,13 +318,15 @@ def delivered_or_bounced(relay: LifeRelay, sender: Account, recipient: Account, 
 
 def test_full_mailbox_refuses_delivery_and_the_sender_gets_a_bounce(relay: LifeRelay) -> None:
     recipient, sender = new_account(relay), new_account(relay)
-    # armored (4/3): a third of the quota each; the quota counts uncompressed sizes
+    # armored (4/3): a third of the quota each. Dovecot counts the uncompressed size of the
+    # gzip-stored mail (pkgs/chatmaild/tests/test_dovecot_quota.py): the third does not fit,
+    # although compressed (about 3/4) it would.
     message_size = MAILBOX_LIMIT_KIB * 1024 // 4
     delivered = 0
     while delivered_or_bounced(relay, sender, recipient, message_size):
         delivered += 1
         assert delivered < 8, "eight messages of a third of the quota each were all delivered"
-    assert delivered >= 2
+    assert delivered == 2
     inbox = relay.client("inbox", sender.addr, sender.password)
     (report,) = inbox["messages"]
     assert f"<mailer-daemon@{DOMAIN}>" in report["from"].lower(), report
@@ -333,7 +335,9 @@ def test_full_mailbox_refuses_delivery_and_the_sender_gets_a_bounce(relay: LifeR
     assert quota["quota_roots"] == ["User quota"]
     (storage,) = [q for q in quota["quotas"] if q["resource"] == "STORAGE"]
     assert storage["limit"] == MAILBOX_LIMIT_KIB
-    assert 0 < storage["usage"] <= MAILBOX_LIMIT_KIB
+    # the stored size (LF line ends) is a little below RFC822.SIZE (CRLF), far above gzip's
+    sizes = sum(m["size"] for m in quota["messages"])
+    assert 0.95 * sizes / 1024 < storage["usage"] <= sizes / 1024 + 1, (storage, sizes)
     print(f"{delivered} messages delivered, quota {storage['usage']}/{storage['limit']} KiB")
 
 

@@ -106,15 +106,20 @@ user_key = userdb/%Eu
 
 
 class Dovecot:
-    def __init__(self, workdir: Path) -> None:
+    """A private Dovecot instance in WORKDIR; CONF is formatted with dir, port (IMAP),
+    lmtp_port, mail_user and mail_group (mail processes run as nobody)."""
+
+    def __init__(self, workdir: Path, conf: str = DOVECOT_CONF) -> None:
         self.dir = workdir
         self.port = free_port()
+        self.lmtp_port = free_port()
         nobody = pwd.getpwnam("nobody")
         self.mail_uid, self.mail_gid = nobody.pw_uid, nobody.pw_gid
         (workdir / "home").mkdir()
         os.chown(workdir / "home", self.mail_uid, self.mail_gid)
         self.conf = workdir / "dovecot.conf"
-        self.conf.write_text(DOVECOT_CONF.format(dir=workdir, port=self.port, mail_user=self.mail_uid, mail_group=self.mail_gid))
+        self.conf.write_text(conf.format(dir=workdir, port=self.port, lmtp_port=self.lmtp_port,
+                                         mail_user=self.mail_uid, mail_group=self.mail_gid))
         (workdir / "auth.conf").write_text(AUTH_CONF.format(dir=workdir))
         subprocess.run(["dovecot", "-c", str(self.conf)], check=True, timeout=20,
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
