@@ -1,0 +1,155 @@
+"""Inside the container, as the vmail user (the identity of Dovecot's processes that use the
+sockets): speaks to each running chatmaild unit the way its real peer does and prints one JSON
+object with what came back. tests/systemd/test_units_under_systemd.py judges it.
+
+    unit_probe.py DOMAIN MAILBOXES_DIR DOVEAUTH_SOCKET METADATA_SOCKET FILTERMAIL_PORT
+                  FILTERMAIL_INCOMING_PORT REINJECT_PORT REINJECT_INCOMING_PORT NEWEMAIL_PORT PUSH_PORT
+
+Stand-ins for the peers that are not there: an SMTP sink on each re-injection port (Postfix) and
+an HTTP endpoint on the push port (the notification service).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import smtplib
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+
+from chatmaild import testmail
+from chatmaild.dictclient import DictClient
+from chatmaild.dictproto import request_line
+
+GUID = "5cbe730f146fea6535be0d003dd4fc98"
+WAIT = 20.0
+OLD = time.time() - 40 * 86400  # older than every delete_*_after default
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.received.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
+                              "bytes": len(envelope.original_content)})
+        return "250 OK"
+
+
+class PushEndpoint(http.server.BaseHTTPRequestHandler):
+    bodies: list[str] = []
+
+    def do_POST(self) -> None:
+        self.bodies.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} within {WAIT} s")
+        time.sleep(0.05)
+
+
+def new_account(newemail_port: int) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{newemail_port}/new", method="POST")
+    with urllib.request.urlopen(request, timeout=WAIT) as response:
+        return {"status": response.status, **json.loads(response.read())}
+
+
+def doveauth(socket_path: str, addr: str, password: str) -> dict:
+    with DictClient(socket_path, timeout=WAIT) as client:
+        created = client.passdb(addr, password)
+        again = client.passdb(addr, password)
+        userdb = client.userdb(addr)
+    return {"created": created, "same_hash_again": again == created, "userdb": userdb}
+
+
+def metadata(socket_path: str, addr: str, token: str) -> dict:
+    def transaction(client: DictClient, tid: str, key: str, value: str) -> bytes:
+        client.send(request_line("B", tid, addr) + request_line("S", tid, key, value))
+        return client.request(request_line("C", tid))
+
+    with DictClient(socket_path, timeout=WAIT) as client:
+        stored = transaction(client, "1", f"priv/{GUID}/devicetoken", token)
+        looked_up = client.request(request_line("L", f"priv/{GUID}/devicetoken", addr))
+        # what Dovecot's LMTP push script sets on delivery: the daemon notifies every token
+        notified = transaction(client, "2", f"priv/{GUID}/messagenew", "")
+    wait_for(lambda: PushEndpoint.bodies, "push notification")
+    return {"set": stored.decode(), "lookup": looked_up.decode(), "messagenew": notified.decode(),
+            "pushed": PushEndpoint.bodies}
+
+
+def filtermail(port: int, sender: str, recipient: str, sink: Sink) -> dict:
+    encrypted = testmail.to_bytes(testmail.make_encrypted_message(sender, [recipient]))
+    cleartext = testmail.to_bytes(testmail.make_plain_message(sender, [recipient]))
+    replies = []
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="probe.test", timeout=WAIT) as client:
+        for message in (encrypted, cleartext):
+            try:
+                client.sendmail(sender, [recipient], message)
+                replies.append(250)
+            except smtplib.SMTPDataError as e:
+                replies.append(e.smtp_code)
+                client.rset()
+    wait_for(lambda: sink.received, "re-injected message")
+    return {"replies": replies, "reinjected": sink.received, "encrypted_bytes": len(encrypted)}
+
+
+def expiry_files(mailbox: Path) -> dict:
+    """A message too old to keep and a fresh one in the account's maildir (chatmail-expire runs
+    after this probe)."""
+    (mailbox / "cur").mkdir(exist_ok=True)
+    old, fresh = mailbox / "cur" / "1000.old:2,S", mailbox / "cur" / "2000.fresh:2,S"
+    old.write_bytes(b"Subject: old\n\nold\n")
+    fresh.write_bytes(b"Subject: fresh\n\nfresh\n")
+    os.utime(old, (OLD, OLD))
+    return {"old": str(old), "fresh": str(fresh)}
+
+
+def main() -> int:
+    (domain, mailboxes_dir, doveauth_socket, metadata_socket, filtermail_port,
+     filtermail_incoming_port, reinject_port, reinject_incoming_port, newemail_port,
+     push_port) = sys.argv[1:]
+    sinks = {port: Sink() for port in (reinject_port, reinject_incoming_port)}
+    controllers = [Controller(sink, hostname="127.0.0.1", port=int(port))
+                   for port, sink in sinks.items()]
+    for controller in controllers:
+        controller.start()
+    push = http.server.ThreadingHTTPServer(("127.0.0.1", int(push_port)), PushEndpoint)
+    threading.Thread(target=push.serve_forever, daemon=True).start()
+    try:
+        account = new_account(int(newemail_port))
+        addr = account["email"]
+        result = {
+            "newemail": account,
+            "doveauth": doveauth(doveauth_socket, addr, account["password"]),
+            "metadata": metadata(metadata_socket, addr, "probe-token-1"),
+            "filtermail": filtermail(int(filtermail_port), addr, "someone@elsewhere.test",
+                                     sinks[reinject_port]),
+            "filtermail_incoming": filtermail(int(filtermail_incoming_port), "someone@elsewhere.test",
+                                              addr, sinks[reinject_incoming_port]),
+            "mailbox": str(Path(mailboxes_dir) / addr),
+        }
+        result["expire"] = expiry_files(Path(result["mailbox"]))
+    finally:
+        push.shutdown()
+        for controller in controllers:
+            controller.stop()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
