@@ -17,17 +17,30 @@ rec {
   # The client's own name for EHLO (its host name is not an FQDN).
   clientFqdn = "client.test";
 
-  # Every node resolves every relay domain through /etc/hosts.
-  hostsFor =
-    nodes: domains:
-    lib.mapAttrs' (
-      node: domain: lib.nameValuePair nodes.${node}.networking.primaryIPAddress [ domain ]
-    ) domains;
+  # How a node finds the relays: every relay domain in /etc/hosts, or, given dnsNode (the name
+  # of the node serving the relays' zones), DNS as in production. The test instrumentation
+  # empties networking.nameservers with mkOverride 150; an ordinary definition (priority 100)
+  # takes precedence over it.
+  nameResolution =
+    {
+      nodes,
+      domains,
+      dnsNode,
+    }:
+    if dnsNode == null then
+      {
+        networking.hosts = lib.mapAttrs' (
+          node: domain: lib.nameValuePair nodes.${node}.networking.primaryIPAddress [ domain ]
+        ) domains;
+      }
+    else
+      { networking.nameservers = [ nodes.${dnsNode}.networking.primaryIPAddress ]; };
 
   relay =
     {
       domain,
       domains,
+      dnsNode ? null,
       extraConfig ? { },
     }:
     { nodes, ... }:
@@ -41,18 +54,21 @@ rec {
         inherit domain;
         openFirewall = true;
       };
-      networking.hosts = hostsFor nodes domains;
       virtualisation.memorySize = 1536;
-    };
+    }
+    // nameResolution { inherit nodes domains dnsNode; };
 
   client =
-    { domains }:
+    {
+      domains,
+      dnsNode ? null,
+    }:
     { nodes, ... }:
     {
-      networking.hosts = hostsFor nodes domains;
       environment.systemPackages = [ clientPython ];
       environment.etc."chatmail-scenarios".source = ./scenarios;
-    };
+    }
+    // nameResolution { inherit nodes domains dnsNode; };
 
   # Python (test driver) helpers: wait for a relay, run a scenario on the client.
   driverHelpers = ''

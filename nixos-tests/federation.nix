@@ -1,11 +1,19 @@
-# Two relays and a client: mail from each relay reaches the other over port 25 with verified
-# TLS. Certificates come from a CA made at build time (tls.mode = "manual"), which every node
-# trusts; there is no DNS, so Postfix finds the other relay through /etc/hosts.
+# Two relays, a DNS server and a client: mail from each relay reaches the other over port 25,
+# DKIM-signed and verified, with verified TLS, every name found through DNS as in production.
+#
+# The DNS node serves both relay domains with BIND, from the records each relay's
+# `chatmail-dns-zone` prints (A, AAAA, MX, MTA-STS, the DKIM key, ...): the test script collects
+# them once each relay's OpenDKIM has made its key on first start, loads them, starts BIND, and
+# has each relay check its zone against DNS (`chatmail-dns-zone --check`). So the test also
+# proves the zone: Postfix finds the other relay by its MX record, and the receiving OpenDKIM
+# refuses mail whose key it cannot find (On-KeyNotFound = reject). Certificates come from a CA
+# made at build time (tls.mode = "manual"), which every node trusts.
 {
   lib,
   testers,
   callPackage,
   python3,
+  bind,
   chatmaild,
   chatmailModule,
 }:
@@ -23,28 +31,24 @@ let
     relay1 = "chat1.test";
     relay2 = "chat2.test";
   };
+  dnsNode = "dns";
+  zoneDir = "/var/lib/chatmail-zones";
+  # the MTA-STS id to publish (chatmail-dns-zone would otherwise look the current one up)
+  stsId = "vmtest1";
 
   certificates = callPackage ./test-certificates.nix { domains = lib.attrValues domains; };
 
   relay =
     node:
     common.relay {
-      inherit domains;
+      inherit domains dnsNode;
       domain = domains.${node};
       extraConfig = {
         security.pki.certificateFiles = [ "${certificates}/ca.pem" ];
-        services.chatmail = {
-          tls = {
-            mode = "manual";
-            certificateFile = "${certificates}/${domains.${node}}.pem";
-            keyFile = "${certificates}/${domains.${node}}.key";
-          };
-          # No DNS here: A records from /etc/hosts instead of MX lookups.
-          postfix.main.smtp_host_lookup = "native";
-          # Nor DKIM records, which the receiving relay would look up (and refuse the mail
-          # without); signing and verification between relays run on the local harness
-          # (tests/harness/test_discovery.py).
-          dkim.enable = false;
+        services.chatmail.tls = {
+          mode = "manual";
+          certificateFile = "${certificates}/${domains.${node}}.pem";
+          keyFile = "${certificates}/${domains.${node}}.key";
         };
       };
     };
@@ -54,17 +58,88 @@ testers.runNixOSTest {
 
   nodes.relay1 = relay "relay1";
   nodes.relay2 = relay "relay2";
-  nodes.client = common.client { inherit domains; };
+  nodes.client = common.client { inherit domains dnsNode; };
+  # Authoritative for the relay domains (as a DNS provider would be), nothing else.
+  nodes.${dnsNode} = {
+    services.bind = {
+      enable = true;
+      zones = lib.mapAttrs' (
+        _: domain:
+        lib.nameValuePair domain {
+          master = true;
+          file = "${zoneDir}/${domain}.zone";
+        }
+      ) domains;
+    };
+    # started by the test script once the relays' zones are there
+    systemd.services.bind.wantedBy = lib.mkForce [ ];
+    networking.firewall.allowedUDPPorts = [ 53 ];
+    networking.firewall.allowedTCPPorts = [ 53 ];
+  };
 
-  testScript = ''
-    ${common.driverHelpers}
+  testScript =
+    { nodes, ... }:
+    let
+      # (machine, facts) per relay; the facts as a Python dict literal (JSON)
+      relays = lib.concatStringsSep ", " (
+        lib.mapAttrsToList (
+          node: domain:
+          "(${node}, ${
+            builtins.toJSON {
+              inherit domain;
+              ipv4 = nodes.${node}.networking.primaryIPAddress;
+              ipv6 = nodes.${node}.networking.primaryIPv6Address;
+              dkimKey = nodes.${node}.services.chatmail.rendered.discovery.opendkim.keyFile;
+              ini = nodes.${node}.services.chatmail.rendered.paths.configFile;
+              dnsZone = "${nodes.${node}.services.chatmail.package}/bin/chatmail-dns-zone";
+            }
+          })"
+        ) domains
+      );
+    in
+    ''
+      ${common.driverHelpers}
+      ${builtins.readFile ./zone_file.py}
+      import re
 
-    start_all()
-    wait_for_relay(relay1)
-    wait_for_relay(relay2)
+      relays = [${relays}]
 
-    with subtest("mail crosses between the relays both ways"):
-        print(scenario("federation.py", "--from ${domains.relay1}", "--to ${domains.relay2}",
-                       "--ca ${certificates}/ca.pem"))
-  '';
+      def dns_zone(r, *args):
+          return (f"{r['dnsZone']} {r['ini']} --dkim-key {r['dkimKey']} --ipv4 {r['ipv4']}"
+                  f" --ipv6 {r['ipv6']} --sts-id ${stsId} " + " ".join(args))
+
+      start_all()
+      for machine, r in relays:
+          wait_for_relay(machine)
+          # OpenDKIM makes its key on first start
+          machine.wait_for_unit("opendkim.service")
+          machine.wait_for_file(r["dkimKey"])
+
+      with subtest("each relay's zone, as chatmail-dns-zone prints it, served by BIND"):
+          ${dnsNode}.succeed("mkdir -p ${zoneDir}")
+          for machine, r in relays:
+              zone = zone_file(r["domain"], machine.succeed(dns_zone(r)))
+              path = f"${zoneDir}/{r['domain']}.zone"
+              ${dnsNode}.succeed(f"cat > {path} <<'EOF'\n{zone}EOF")
+              ${dnsNode}.succeed(f"${bind}/bin/named-checkzone {r['domain']} {path}")
+          ${dnsNode}.succeed("systemctl start bind.service")
+          ${dnsNode}.wait_for_open_port(53)
+          # every required record as DNS answers it to the relay
+          for machine, r in relays:
+              print(machine.succeed(dns_zone(r, "--check")))
+
+      with subtest("mail crosses between the relays both ways, found by MX, DKIM-verified"):
+          print(scenario("federation.py", "--from ${domains.relay1}", "--to ${domains.relay2}",
+                         "--ca ${certificates}/ca.pem"))
+          # OpenDKIM on the receiving relay verified the sender's signature with the key from DNS
+          for machine, r in relays:
+              other = next(o for _, o in relays if o is not r)
+              stored = machine.succeed(
+                  f"find /var/lib/vmail/mail/{r['domain']} -path '*/new/*' -type f"
+                  " -o -path '*/cur/*' -type f | xargs zcat -f")
+              unfolded = re.sub(r"\r?\n[ \t]+", " ", stored)
+              assert re.search(rf"^Authentication-Results: {re.escape(r['domain'])};.*"
+                               rf"dkim=pass [^\n]*header\.d={re.escape(other['domain'])}",
+                               unfolded, re.MULTILINE), unfolded[:3000]
+    '';
 }

@@ -23,43 +23,58 @@ let
     overlays = [ self.overlays.default ];
   };
 
-  # A VM test's node, evaluated like tests/nix/eval-module.nix does for the module alone.
-  evalNode =
-    test: nodeName:
+  # A VM test's nodes, evaluated like tests/nix/eval-module.nix does for the module alone, with
+  # the addresses nixpkgs' test framework gives them (numbered in name order) and each other's
+  # configuration as the `nodes` argument, as in a real test.
+  evalNodes =
+    test:
     let
-      addresses = lib.listToAttrs (
-        lib.imap1 (i: name: lib.nameValuePair name { networking.primaryIPAddress = "192.168.1.${toString i}"; }) (
-          lib.attrNames test.nodes
-        )
-      );
-      eval = lib.evalModules {
-        modules = import ./stubs dovecotGeneration ++ [
-          {
-            options.virtualisation.memorySize = lib.mkOption { type = lib.types.int; };
-            config._module.args = {
-              inherit pkgs;
-              nodes = addresses;
-            };
-          }
-          test.nodes.${nodeName}
-        ];
-      };
-      inherit (eval) config;
+      numbers = lib.listToAttrs (lib.imap1 (i: name: lib.nameValuePair name i) (lib.attrNames test.nodes));
+      configs = lib.mapAttrs (
+        name: node:
+        (lib.evalModules {
+          modules = import ./stubs dovecotGeneration ++ [
+            ./stubs/test-nodes.nix
+            {
+              networking.primaryIPAddress = "192.168.1.${toString numbers.${name}}";
+              networking.primaryIPv6Address = "2001:db8:1::${toString numbers.${name}}";
+              _module.args = {
+                inherit pkgs;
+                nodes = configs;
+              };
+            }
+            node
+          ];
+        }).config
+      ) test.nodes;
     in
-    {
-      failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
-      hosts = config.networking.hosts;
-      chatmail = lib.optionalAttrs (config.services.chatmail.enable or false) {
-        inherit (config.services.chatmail) domain openFirewall;
-        tls = config.services.chatmail.tls.mode;
-        tlsCert = config.services.chatmail.rendered.paths.tlsCert;
-        postfixMain = config.services.postfix.settings.main;
-        ini = config.services.chatmail.rendered.chatmailIni;
-      };
-      services = lib.attrNames config.systemd.services;
-      etc = lib.attrNames config.environment.etc;
-      pki = config.security.pki.certificateFiles;
+    configs;
+
+  nodeSummary = config: {
+    failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
+    hosts = config.networking.hosts;
+    inherit (config.networking) nameservers;
+    address = config.networking.primaryIPAddress;
+    chatmail = lib.optionalAttrs (config.services.chatmail.enable or false) {
+      inherit (config.services.chatmail) domain openFirewall;
+      tls = config.services.chatmail.tls.mode;
+      tlsCert = config.services.chatmail.rendered.paths.tlsCert;
+      postfixMain = config.services.postfix.settings.main;
+      ini = config.services.chatmail.rendered.chatmailIni;
+      dkim = config.services.opendkim.enable;
     };
+    bind = {
+      inherit (config.services.bind) enable zones;
+      wantedBy = config.systemd.services.bind.wantedBy or [ ];
+    };
+    firewall = {
+      tcp = config.networking.firewall.allowedTCPPorts;
+      udp = config.networking.firewall.allowedUDPPorts;
+    };
+    services = lib.attrNames config.systemd.services;
+    etc = lib.attrNames config.environment.etc;
+    pki = config.security.pki.certificateFiles;
+  };
 
   vmTest = name: self.checks.${system}.${name}.test;
 in
@@ -112,10 +127,14 @@ in
       name:
       let
         test = vmTest name;
+        nodes = evalNodes test;
       in
       {
-        inherit (test) name testScript;
-        nodes = lib.mapAttrs (node: _: evalNode test node) test.nodes;
+        inherit (test) name;
+        # a function of the nodes, as nixpkgs' test framework allows
+        testScript =
+          if lib.isFunction test.testScript then test.testScript { inherit nodes; } else test.testScript;
+        nodes = lib.mapAttrs (_: nodeSummary) nodes;
       }
     );
   };

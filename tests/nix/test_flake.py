@@ -6,9 +6,13 @@ Needs NIXPKGS_LIB=/path/to/nixpkgs/lib; reported as skipped without it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import runpy
 import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,34 +71,96 @@ def test_installed_package_pytest_check(flake):
     assert "-m pytest" in script and "/tests " in script and "touch $out" in script
 
 
-@pytest.mark.parametrize(("test", "relays"), [
-    ("basic", {"server": "chat1.test"}),
-    ("federation", {"relay1": "chat1.test", "relay2": "chat2.test"}),
+FEDERATION_RELAYS = {"relay1": "chat1.test", "relay2": "chat2.test"}
+
+
+@pytest.mark.parametrize(("test", "relays", "others"), [
+    ("basic", {"server": "chat1.test"}, {"client"}),
+    ("federation", FEDERATION_RELAYS, {"client", "dns"}),
 ])
-def test_vm_test_nodes_evaluate_cleanly(flake, test, relays):
+def test_vm_test_nodes_evaluate_cleanly(flake, test, relays, others):
     vm_test = flake["tests"][test]
     assert vm_test["name"] == f"chatmail-{test}"
     nodes = vm_test["nodes"]
-    assert set(nodes) == {"client", *relays}
+    assert set(nodes) == {*others, *relays}
     for name, node in nodes.items():
         assert node["failedAssertions"] == [], name
-        # every node finds every relay by name
-        assert sorted(sum(node["hosts"].values(), [])) == sorted(relays.values()), name
     for name, domain in relays.items():
         chatmail = nodes[name]["chatmail"]
         assert chatmail["domain"] == domain and chatmail["openFirewall"]
     assert "chatmail-scenarios" in nodes["client"]["etc"]
 
 
-def test_federation_uses_its_ca_and_hosts_lookup(flake):
+def test_basic_finds_its_relay_through_hosts(flake):
+    for name, node in flake["tests"]["basic"]["nodes"].items():
+        assert sum(node["hosts"].values(), []) == ["chat1.test"], name
+        assert node["nameservers"] == [], name  # as the test instrumentation leaves it
+
+
+def test_federation_finds_everything_through_its_dns_node(flake):
+    """As in production: no relay domain in /etc/hosts; the relays and the client ask the DNS
+    node, which the test instrumentation's empty nameserver list (mkOverride 150) does not undo;
+    Postfix looks up MX records (no smtp_host_lookup override), DKIM is on."""
     nodes = flake["tests"]["federation"]["nodes"]
-    for name, domain in (("relay1", "chat1.test"), ("relay2", "chat2.test")):
-        node = nodes[name]
-        assert node["chatmail"]["tls"] == "manual"
-        assert node["chatmail"]["tlsCert"].endswith(f"-chatmail-test-certificates/{domain}.pem")
-        assert node["pki"][0].endswith("-chatmail-test-certificates/ca.pem")
-        assert node["chatmail"]["postfixMain"]["smtp_host_lookup"] == "native"
-        assert node["chatmail"]["postfixMain"]["smtp_tls_security_level"] == "verify"
+    for name in ("relay1", "relay2", "client"):
+        assert nodes[name]["hosts"] == {}, name
+        assert nodes[name]["nameservers"] == [nodes["dns"]["address"]], name
+    for name, domain in FEDERATION_RELAYS.items():
+        chatmail = nodes[name]["chatmail"]
+        assert chatmail["dkim"], name
+        assert "smtp_host_lookup" not in chatmail["postfixMain"], name
+        assert "smtp_dns_support_level" not in chatmail["postfixMain"], name
+        assert chatmail["postfixMain"]["smtp_tls_security_level"] == "verify"
+        assert chatmail["tls"] == "manual"
+        assert chatmail["tlsCert"].endswith(f"-chatmail-test-certificates/{domain}.pem")
+        assert nodes[name]["pki"][0].endswith("-chatmail-test-certificates/ca.pem")
+    bind = nodes["dns"]["bind"]
+    assert bind["enable"] and bind["wantedBy"] == []  # started by the test script
+    assert bind["zones"] == {domain: {"master": True, "file": f"/var/lib/chatmail-zones/{domain}.zone"}
+                             for domain in FEDERATION_RELAYS.values()}
+    assert 53 in nodes["dns"]["firewall"]["tcp"] and 53 in nodes["dns"]["firewall"]["udp"]
+
+
+def federation_relays(flake) -> list[dict]:
+    """The facts the federation test script has per relay (its Python literal of them)."""
+    script = flake["tests"]["federation"]["testScript"]
+    found = re.findall(r"\((relay\d), (\{[^}]*\})\)", script)
+    assert [name for name, _ in found] == ["relay1", "relay2"], script
+    return [{"node": name, **json.loads(facts)} for name, facts in found]
+
+
+def test_federation_zones_load_in_bind(flake, tmp_path):
+    """What the DNS node loads: chatmail-dns-zone (this venv's) run as the test script runs it
+    on each relay, with that relay's chatmail.ini and a fresh key, made a zone by
+    nixos-tests/zone_file.py, checked with BIND's named-checkzone."""
+    zone_file = runpy.run_path(str(REPO / "nixos-tests" / "zone_file.py"))["zone_file"]
+    nodes = flake["tests"]["federation"]["nodes"]
+    script = flake["tests"]["federation"]["testScript"]
+    assert "def zone_file(" in script  # the same function is part of the test script
+    dns_zone = Path(sys.executable).with_name("chatmail-dns-zone")
+    for relay in federation_relays(flake):
+        domain, node = relay["domain"], nodes[relay["node"]]
+        assert relay["ipv4"] == node["address"] and relay["dnsZone"].endswith("/bin/chatmail-dns-zone")
+        assert relay["ini"] == "/etc/chatmail/chatmail.ini"
+        assert relay["dkimKey"] == "/var/lib/opendkim/keys/opendkim.private"
+        ini, key = tmp_path / f"{domain}.ini", tmp_path / f"{domain}.private"
+        ini.write_text(node["chatmail"]["ini"])
+        subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True,
+                       capture_output=True, timeout=60)
+        sts_id = re.search(r"--sts-id (\S+)", script).group(1)
+        records = subprocess.run(
+            [str(dns_zone), str(ini), "--dkim-key", str(key), "--ipv4", relay["ipv4"],
+             "--ipv6", relay["ipv6"], "--sts-id", sts_id],
+            capture_output=True, text=True, check=True, timeout=60).stdout
+        zone = tmp_path / f"{domain}.zone"
+        zone.write_text(zone_file(domain, records))
+        dump = subprocess.run(["named-checkzone", "-D", domain, str(zone)],
+                              capture_output=True, text=True, timeout=60)
+        assert dump.returncode == 0, dump.stdout + dump.stderr
+        lines = {tuple(line.split()[3:]) for line in dump.stdout.splitlines() if " IN " in line}
+        assert ("MX", "10", f"{domain}.") in lines
+        assert ("A", relay["ipv4"]) in lines and ("AAAA", relay["ipv6"]) in lines
+        assert any(line[0] == "TXT" and "v=DKIM1" in line[1] for line in lines), lines
 
 
 @pytest.mark.parametrize("test", ["basic", "federation", "realtime"])
