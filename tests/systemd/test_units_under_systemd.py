@@ -22,14 +22,16 @@ from pathlib import Path
 
 import pytest
 
+from chatmaild.turn import DEFAULT_LIFETIME, rest_credentials
 from nix_tools import REPO, render
 from nspawn import Container
 
 DOMAIN = "chat.test"
 UNITS = ["doveauth", "filtermail", "filtermail-incoming", "chatmail-metadata", "chatmail-newemail",
-         "chatmail-expire"]
+         "chatmail-turn-credentials", "chatmail-expire"]
 DAEMONS = UNITS[:-1]
 PUSH_PORT = 9910
+TURN_SECRET = "turn-secret-of-the-test-0123456789"
 STAGE = "/srv/chatmail-test"  # where the container sees the staged files
 VENV = Path(sys.prefix)  # the venv running this test: Debian's python, chatmaild installed
 ROOT_TIMEOUT = 900  # building the cached root (once)
@@ -69,10 +71,17 @@ def install_and_start(container: Container, rendered: dict) -> None:
         install -d -m 0750 -o {paths['vmailUser']} -g {paths['vmailGroup']} /var/lib/vmail
         install -d -m 0700 -o {paths['vmailUser']} -g {paths['vmailGroup']} {paths['mailboxesDir']}
         install -D -m 0644 {STAGE}/chatmail.ini {paths['configFile']}
+        # root's alone: systemd hands it to chatmail-turn-credentials (LoadCredential)
+        (umask 077; mkdir -p {Path(turn_secret_file(rendered)).parent}
+         echo {TURN_SECRET} > {turn_secret_file(rendered)})
         cp {STAGE}/units/*.service /etc/systemd/system/
         systemctl daemon-reload
         systemctl start {' '.join(f'{name}.service' for name in DAEMONS)}
     """)
+
+
+def turn_secret_file(rendered: dict) -> str:
+    return rendered["realtime"]["paths"]["turnSecretFile"]
 
 
 @pytest.fixture(scope="module")
@@ -104,32 +113,41 @@ def container(rendered: dict, tmp_path_factory) -> Iterator[Container]:
         shutil.rmtree(stage)
 
 
+def daemon_endpoints(rendered: dict) -> dict:
+    """Where each daemon listens: unix socket paths and loopback ports."""
+    settings, paths = rendered["settings"], rendered["paths"]
+    return {
+        "doveauth_socket": paths["doveauthSocket"],
+        "metadata_socket": paths["metadataSocket"],
+        "turn_socket": rendered["realtime"]["paths"]["turnSocket"],
+        "filtermail_port": settings["filtermail_smtp_port"],
+        "filtermail_incoming_port": settings["filtermail_smtp_port_incoming"],
+        "newemail_port": rendered["discovery"]["ports"]["newemail"],
+    }
+
+
 @pytest.fixture(scope="module")
 def probe(container: Container, rendered: dict) -> dict:
     settings, paths = rendered["settings"], rendered["paths"]
-    args = [DOMAIN, paths["mailboxesDir"], paths["doveauthSocket"], paths["metadataSocket"],
-            settings["filtermail_smtp_port"], settings["filtermail_smtp_port_incoming"],
-            settings["postfix_reinject_port"], settings["postfix_reinject_port_incoming"],
-            rendered["discovery"]["ports"]["newemail"], PUSH_PORT]
-    wait_listening(container, rendered)
+    wait_listening(container, daemon_endpoints(rendered))
+    given = {**daemon_endpoints(rendered), "mailboxes_dir": paths["mailboxesDir"],
+             "reinject_port": settings["postfix_reinject_port"],
+             "reinject_incoming_port": settings["postfix_reinject_port_incoming"],
+             "push_port": PUSH_PORT}
     result = container.run(
         "setpriv", f"--reuid={paths['vmailUser']}", f"--regid={paths['vmailGroup']}", "--init-groups",
-        str(VENV / "bin" / "python"), f"{STAGE}/unit_probe.py", *map(str, args),
+        str(VENV / "bin" / "python"), f"{STAGE}/unit_probe.py", json.dumps(given),
         check=False, timeout=PROBE_TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr + journal(container)
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def wait_listening(container: Container, rendered: dict) -> None:
+def wait_listening(container: Container, endpoints: dict) -> None:
     """Until every daemon's socket or port accepts connections (bounded)."""
-    settings, paths = rendered["settings"], rendered["paths"]
     script = f"""
 import socket, sys, time
-targets = [{paths['doveauthSocket']!r}, {paths['metadataSocket']!r},
-           {settings['filtermail_smtp_port']}, {settings['filtermail_smtp_port_incoming']},
-           {rendered['discovery']['ports']['newemail']}]
 deadline = time.monotonic() + 60
-for target in targets:
+for target in {sorted(endpoints.values(), key=str)!r}:
     while True:
         family = socket.AF_UNIX if isinstance(target, str) else socket.AF_INET
         with socket.socket(family) as s:
@@ -178,6 +196,11 @@ def test_each_daemon_serves(probe: dict) -> None:
     metadata = probe["metadata"]
     assert (metadata["set"], metadata["lookup"], metadata["messagenew"]) == ("O1\n", "Oprobe-token-1\n", "O2\n")
     assert metadata["pushed"] == ["probe-token-1"]
+    # chatmail-turn-credentials (no network, the secret as a systemd credential): REST-API
+    # credentials from the secret, also through chatmail-metadata's TURN key
+    username, password = probe["turn"].strip().split(":")
+    assert (username, password) == rest_credentials(TURN_SECRET, int(username) - DEFAULT_LIFETIME)
+    assert metadata["turn"].startswith(f"O{DOMAIN}:3478:") and metadata["turn"].endswith("\n")
     # filtermail: encrypted mail re-injected, cleartext refused; the incoming one reads the
     # recipient's maildir (enforceE2EEincoming, made with the account) to refuse cleartext
     for direction in ("filtermail", "filtermail_incoming"):

@@ -2,8 +2,7 @@
 sockets): speaks to each running chatmaild unit the way its real peer does and prints one JSON
 object with what came back. tests/systemd/test_units_under_systemd.py judges it.
 
-    unit_probe.py DOMAIN MAILBOXES_DIR DOVEAUTH_SOCKET METADATA_SOCKET FILTERMAIL_PORT
-                  FILTERMAIL_INCOMING_PORT REINJECT_PORT REINJECT_INCOMING_PORT NEWEMAIL_PORT PUSH_PORT
+    unit_probe.py JSON   (mailboxes_dir, the sockets and ports: see main())
 
 Stand-ins for the peers that are not there: an SMTP sink on each re-injection port (Postfix) and
 an HTTP endpoint on the push port (the notification service).
@@ -15,6 +14,7 @@ import http.server
 import json
 import os
 import smtplib
+import socket
 import sys
 import threading
 import time
@@ -26,6 +26,7 @@ from aiosmtpd.controller import Controller
 from chatmaild import testmail
 from chatmaild.dictclient import DictClient
 from chatmaild.dictproto import request_line
+from chatmaild.metadata import TURN_KEY
 
 GUID = "5cbe730f146fea6535be0d003dd4fc98"
 WAIT = 20.0
@@ -86,9 +87,19 @@ def metadata(socket_path: str, addr: str, token: str) -> dict:
         looked_up = client.request(request_line("L", f"priv/{GUID}/devicetoken", addr))
         # what Dovecot's LMTP push script sets on delivery: the daemon notifies every token
         notified = transaction(client, "2", f"priv/{GUID}/messagenew", "")
+        # TURN credentials, which chatmail-metadata fetches from chatmail-turn-credentials
+        turn = client.request(request_line("L", f"shared/{GUID}/{TURN_KEY}", addr))
     wait_for(lambda: PushEndpoint.bodies, "push notification")
     return {"set": stored.decode(), "lookup": looked_up.decode(), "messagenew": notified.decode(),
-            "pushed": PushEndpoint.bodies}
+            "pushed": PushEndpoint.bodies, "turn": turn.decode()}
+
+
+def turn_credentials(socket_path: str) -> str:
+    """What chatmail-turn-credentials answers on its socket: one username:password line."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(WAIT)
+        sock.connect(socket_path)
+        return sock.makefile("rb").readline().decode()
 
 
 def filtermail(port: int, sender: str, recipient: str, sink: Sink) -> dict:
@@ -119,28 +130,28 @@ def expiry_files(mailbox: Path) -> dict:
 
 
 def main() -> int:
-    (domain, mailboxes_dir, doveauth_socket, metadata_socket, filtermail_port,
-     filtermail_incoming_port, reinject_port, reinject_incoming_port, newemail_port,
-     push_port) = sys.argv[1:]
-    sinks = {port: Sink() for port in (reinject_port, reinject_incoming_port)}
-    controllers = [Controller(sink, hostname="127.0.0.1", port=int(port))
-                   for port, sink in sinks.items()]
+    given = json.loads(sys.argv[1])
+    reinject, reinject_incoming = given["reinject_port"], given["reinject_incoming_port"]
+    sinks = {port: Sink() for port in (reinject, reinject_incoming)}
+    controllers = [Controller(sink, hostname="127.0.0.1", port=port) for port, sink in sinks.items()]
     for controller in controllers:
         controller.start()
-    push = http.server.ThreadingHTTPServer(("127.0.0.1", int(push_port)), PushEndpoint)
+    push = http.server.ThreadingHTTPServer(("127.0.0.1", given["push_port"]), PushEndpoint)
     threading.Thread(target=push.serve_forever, daemon=True).start()
     try:
-        account = new_account(int(newemail_port))
+        account = new_account(given["newemail_port"])
         addr = account["email"]
         result = {
             "newemail": account,
-            "doveauth": doveauth(doveauth_socket, addr, account["password"]),
-            "metadata": metadata(metadata_socket, addr, "probe-token-1"),
-            "filtermail": filtermail(int(filtermail_port), addr, "someone@elsewhere.test",
-                                     sinks[reinject_port]),
-            "filtermail_incoming": filtermail(int(filtermail_incoming_port), "someone@elsewhere.test",
-                                              addr, sinks[reinject_incoming_port]),
-            "mailbox": str(Path(mailboxes_dir) / addr),
+            "doveauth": doveauth(given["doveauth_socket"], addr, account["password"]),
+            "metadata": metadata(given["metadata_socket"], addr, "probe-token-1"),
+            "turn": turn_credentials(given["turn_socket"]),
+            "filtermail": filtermail(given["filtermail_port"], addr, "someone@elsewhere.test",
+                                     sinks[reinject]),
+            "filtermail_incoming": filtermail(given["filtermail_incoming_port"],
+                                              "someone@elsewhere.test", addr,
+                                              sinks[reinject_incoming]),
+            "mailbox": str(Path(given["mailboxes_dir"]) / addr),
         }
         result["expire"] = expiry_files(Path(result["mailbox"]))
     finally:
