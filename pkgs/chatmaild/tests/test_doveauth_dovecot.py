@@ -38,19 +38,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-DOVECOT_CONF = """\
+# What every private instance of these tests has: its own directories, name and log, plaintext
+# logins on a loopback IMAP port, no other listener (the test's own part adds protocols, passdb,
+# userdb, mail settings).
+INSTANCE_CONF = """\
 base_dir = {dir}/run
 state_dir = {dir}/state
-instance_name = doveauth-test-{port}
+instance_name = dovecot-test-{port}
 log_path = {dir}/dovecot.log
-protocols = imap
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
+first_valid_uid = 1
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = 0
+  }}
+}}
+service submission-login {{
+  inet_listener submission {{
+    port = 0
+  }}
+}}
+"""
+
+DOVECOT_CONF = """\
+protocols = imap
 auth_mechanisms = plain login
 auth_verbose = yes
 auth_failure_delay = 0
-first_valid_uid = 1
 passdb {{
   driver = dict
   args = {dir}/auth.conf
@@ -73,25 +98,6 @@ service anvil {{
     mode = 0
   }}
 }}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    port = 0
-  }}
-}}
-service submission-login {{
-  inet_listener submission {{
-    port = 0
-  }}
-}}
 """
 
 # as upstream's /etc/dovecot/auth.conf
@@ -106,8 +112,8 @@ user_key = userdb/%Eu
 
 
 class Dovecot:
-    """A private Dovecot instance in WORKDIR; CONF is formatted with dir, port (IMAP),
-    lmtp_port, mail_user and mail_group (mail processes run as nobody)."""
+    """A private Dovecot instance in WORKDIR: INSTANCE_CONF and CONF, formatted with dir, port
+    (IMAP), lmtp_port, mail_user and mail_group (mail processes run as nobody)."""
 
     def __init__(self, workdir: Path, conf: str = DOVECOT_CONF) -> None:
         self.dir = workdir
@@ -118,8 +124,9 @@ class Dovecot:
         (workdir / "home").mkdir()
         os.chown(workdir / "home", self.mail_uid, self.mail_gid)
         self.conf = workdir / "dovecot.conf"
-        self.conf.write_text(conf.format(dir=workdir, port=self.port, lmtp_port=self.lmtp_port,
-                                         mail_user=self.mail_uid, mail_group=self.mail_gid))
+        values = {"dir": workdir, "port": self.port, "lmtp_port": self.lmtp_port,
+                  "mail_user": self.mail_uid, "mail_group": self.mail_gid}
+        self.conf.write_text(INSTANCE_CONF.format(**values) + conf.format(**values))
         (workdir / "auth.conf").write_text(AUTH_CONF.format(dir=workdir))
         subprocess.run(["dovecot", "-c", str(self.conf)], check=True, timeout=20,
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

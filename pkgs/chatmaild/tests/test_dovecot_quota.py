@@ -32,16 +32,8 @@ LIMIT_KIB = 1000
 USER, PASSWORD = "quotauser@chat.example.org", "secret1234"
 
 QUOTA_CONF = """\
-base_dir = {dir}/run
-state_dir = {dir}/state
-instance_name = quota-test-{port}
-log_path = {dir}/dovecot.log
 protocols = imap lmtp
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
 auth_mechanisms = plain
-first_valid_uid = 1
 passdb {{
   driver = passwd-file
   args = {dir}/users
@@ -61,29 +53,10 @@ plugin {{
   quota_rule = *:storage={limit}K
   quota_grace = 0
 }}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
 service lmtp {{
   inet_listener lmtp {{
     address = 127.0.0.1
     port = {lmtp_port}
-  }}
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    port = 0
-  }}
-}}
-service submission-login {{
-  inet_listener submission {{
-    port = 0
   }}
 }}
 """
