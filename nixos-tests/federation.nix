@@ -92,6 +92,7 @@ testers.runNixOSTest {
               dkimKey = nodes.${node}.services.chatmail.rendered.discovery.opendkim.keyFile;
               ini = nodes.${node}.services.chatmail.rendered.paths.configFile;
               dnsZone = "${nodes.${node}.services.chatmail.package}/bin/chatmail-dns-zone";
+              mailboxes = nodes.${node}.services.chatmail.mailboxesDir;
             }
           })"
         ) domains
@@ -135,7 +136,7 @@ testers.runNixOSTest {
           for machine, r in relays:
               other = next(o for _, o in relays if o is not r)
               stored = machine.succeed(
-                  f"find /var/lib/vmail/mail/{r['domain']} -path '*/new/*' -type f"
+                  f"find {r['mailboxes']} -path '*/new/*' -type f"
                   " -o -path '*/cur/*' -type f | xargs zcat -f")
               unfolded = re.sub(r"\r?\n[ \t]+", " ", stored)
               assert re.search(rf"^Authentication-Results: {re.escape(r['domain'])};.*"
