@@ -14,8 +14,8 @@
 #                   "smtp" -> 465, anything else -> the HTTPS site on httpsPort      true
 #   httpsPort       loopback port of the HTTPS site when alpn is on                   8443
 #   newemailPort    loopback port of `chatmail-newemail --listen`                     3691
-#   dkim            sign outgoing and verify incoming mail with OpenDKIM (the milter
-#                   options below are empty when false)                              true
+#   dkim            sign outgoing mail with OpenDKIM and require a valid DKIM signature of
+#                   the From domain on incoming mail (filtermail)                    true
 #   dkimSelector    DKIM selector (DNS name <selector>._domainkey.<domain>)           "opendkim"
 #   selfSigned      the certificate is not publicly trusted (upstream: a domain starting with
 #                   "_"): /new answers GET too, with a dclogin: URL accepting invalid
@@ -54,9 +54,8 @@
 #               settings  opendkim.conf keys besides Domain/KeyFile/Selector/Socket (which
 #                         nixpkgs' services.opendkim passes on the command line)
 #               extraConf the settings as text; conf = complete opendkim.conf (all keys)
-#   milter      Postfix smtpd options: sign = on the outgoing reinject service, verify = on the
-#               incoming one (both talk to the same OpenDKIM; the daemon name decides);
-#               both { } when discovery.dkim is false
+#   dkim        whether OpenDKIM signs (discovery.dkim); render.nix puts its socket into the
+#               submission services' smtpd_milters and non_smtpd_milters
 #   newemail    argv: chatmail-newemail INI --listen 127.0.0.1:<newemailPort> [--self-signed]
 #   ports       { https = 443; http = 80; httpsInternal; newemail }
 {
@@ -531,22 +530,19 @@ let
   keyFile = "${paths.dkimKeyDir}/${selector}.private";
 
   opendkimSettings = {
+    # Sign only: incoming mail is verified by filtermail (From-domain alignment, which
+    # OpenDKIM without Lua cannot check).
+    Mode = "s";
     Canonicalization = "relaxed/simple";
     # Sign Autocrypt and Content-Type too; oversign the headers a forger would add a second
     # copy of (upstream's list).
     SignHeaders = "*,+autocrypt,+content-type";
     OversignHeaders = "from,reply-to,subject,date,to,cc,resent-date,resent-from,resent-sender,resent-to,resent-cc,in-reply-to,references,list-id,list-help,list-unsubscribe,list-subscribe,list-post,list-owner,list-archive,autocrypt";
-    # Sign what Postfix's outgoing reinject service hands over (daemon name ORIGINATING), verify
-    # everything else. Every milter client is 127.0.0.1 (filtermail re-injects), so no host is
-    # "internal" (the default 127.0.0.1 would sign incoming mail instead of verifying it).
+    # Sign what Postfix's submission services and its own notices hand over (daemon name
+    # ORIGINATING) and nothing else: no host is "internal" by its address (the default 127.0.0.1
+    # would sign whatever a local client sends).
     MTA = "ORIGINATING";
     InternalHosts = "/dev/null";
-    # Incoming mail must carry a valid signature (upstream rejects the same cases).
-    On-BadSignature = "reject";
-    On-KeyNotFound = "reject";
-    On-NoSignature = "reject";
-    AuthservID = domain;
-    DNSTimeout = 60;
     # Postfix (group opendkim) connects to the socket.
     UMask = "007";
   }
@@ -565,7 +561,6 @@ let
     }
   );
 
-  milterSocket = "unix:${paths.opendkimSocket}";
 in
 {
   inherit paths www qr;
@@ -586,23 +581,7 @@ in
     extraConf = settingsText opendkimSettings;
     conf = opendkimConf;
   };
-  milter =
-    if options.dkim then
-      {
-        sign = {
-          smtpd_milters = milterSocket;
-          milter_macro_daemon_name = "ORIGINATING";
-        };
-        verify = {
-          smtpd_milters = milterSocket;
-          milter_macro_daemon_name = "INCOMING";
-        };
-      }
-    else
-      {
-        sign = { };
-        verify = { };
-      };
+  inherit (options) dkim;
   newemail = [
     (program "chatmail-newemail")
     configFile

@@ -182,8 +182,6 @@ let
     username_min_length = 9;
     username_max_length = 9;
     password_min_length = 9;
-    passthrough_senders = [ ];
-    passthrough_recipients = [ ];
     filtermail_smtp_port = 10080;
     postfix_reinject_port = 10025;
     filtermail_smtp_port_incoming = 10081;
@@ -213,6 +211,8 @@ let
     configFile = "/etc/chatmail/chatmail.ini";
     mailboxesDir = "/var/lib/vmail/mail/${domain}";
     doveauthSocket = "/run/doveauth/doveauth.socket";
+    filtermailSocket = "/run/filtermail/outgoing.sock";
+    filtermailIncomingSocket = "/run/filtermail/incoming.sock";
     metadataSocket = "/run/chatmail-metadata/metadata.socket";
     pushNotificationLua = "/etc/dovecot/push_notification.lua";
     dovecotAuthDictConf = "/etc/dovecot/chatmail-auth-dict.conf";
@@ -316,11 +316,23 @@ let
           "username_min_length (${toString settings.username_min_length}) is greater than username_max_length (${toString settings.username_max_length}); make username_max_length at least ${toString settings.username_min_length}"
         ]
     )
-    ++ portProblems;
+    ++ portProblems
+    ++ concatMap (
+      key:
+      if givenSettings ? ${key} then
+        [
+          "settings.${key} is no longer supported: upstream chatmail relay 1.11 removed passthrough senders and recipients, so that unencrypted mail never passes; remove the setting"
+        ]
+      else
+        [ ]
+    ) [ "passthrough_senders" "passthrough_recipients" ];
 
   # --- Postfix -------------------------------------------------------------------------------
 
-  smtpdProxy = port: "127.0.0.1:${toString port}";
+  # Milters on unix sockets: on TCP loopback every mail waits for a delayed ACK (~40 ms).
+  milterSocket = path: "unix:${path}";
+  # OpenDKIM signs on submission and what Postfix writes itself (bounces, notices).
+  dkimMilters = if discovery.dkim then [ (milterSocket discovery.opendkim.socket) ] else [ ];
 
   renderedMain = {
     myhostname = domain;
@@ -346,6 +358,18 @@ let
     recipient_delimiter = "+";
     # No reverse lookups of clients: fewer delays and DNS queries.
     smtpd_peername_lookup = false;
+
+    # Milters (filtermail, OpenDKIM; master.cf names them per smtpd): one that is down or does
+    # not answer makes Postfix defer (451 4.7.1), never pass a mail unchecked.
+    milter_default_action = "tempfail";
+    # DKIM-sign mail that Postfix generates itself (bounces, postmaster notices; upstream
+    # 1.11), which bypasses smtpd: OpenDKIM signs what comes with the daemon name ORIGINATING.
+    milter_macro_daemon_name = "ORIGINATING";
+    non_smtpd_milters = dkimMilters;
+    internal_mail_filter_classes = if discovery.dkim then [ "bounce" "notify" ] else [ ];
+    # What the recipient's copy must not show (upstream 1.10+): trace headers with the addresses
+    # of clients and relays, and the DKIM headers of the way here.
+    lmtp_header_checks = "regexp:{{/^Received:/ IGNORE}, {/^DKIM-Signature:/ IGNORE}, {/^Authentication-Results:/ IGNORE}}";
     smtpd_relay_restrictions = [
       "permit_mynetworks"
       "permit_sasl_authenticated"
@@ -416,7 +440,10 @@ let
     smtpd_relay_restrictions = "permit_sasl_authenticated,reject";
     milter_macro_daemon_name = "ORIGINATING";
     smtpd_client_connection_count_limit = "1000";
-    smtpd_proxy_filter = smtpdProxy settings.filtermail_smtp_port;
+    # the header cleanup below, before the milters see the mail
+    cleanup_service_name = "authclean";
+    # filtermail checks, then OpenDKIM signs what it let through
+    smtpd_milters = concatStringsSep "," ([ (milterSocket paths.filtermailSocket) ] ++ dkimMilters);
   };
 
   # Ports 587 and 465 differ only in how TLS starts.
@@ -426,17 +453,6 @@ let
     maxproc = 5000;
     command = "smtpd";
     args = opts (submissionOpts // { syslog_name = "postfix/${name}"; } // tlsArgs);
-  };
-
-  # filtermail hands accepted mail back on these loopback ports.
-  reinjectService = port: args: {
-    name = smtpdProxy port;
-    type = "inet";
-    private = false;
-    chroot = false;
-    maxproc = 100;
-    command = "smtpd";
-    args = opts args;
   };
 
   # nixpkgs' standard services, with nixpkgs' values (modules/postfix.nix forces every entry
@@ -518,25 +534,13 @@ let
       args = opts {
         smtpd_tls_security_level = "encrypt";
         smtpd_tls_mandatory_protocols = ">=TLSv1.2";
-        smtpd_proxy_filter = smtpdProxy settings.filtermail_smtp_port_incoming;
+        smtpd_milters = milterSocket paths.filtermailIncomingSocket;
       };
     };
     # Ports 587 (STARTTLS) and 465 (TLS from the start): Delta Chat clients, SASL through
     # Dovecot, every message through filtermail (outgoing).
     submission = submissionService "submission" { smtpd_tls_auth_only = "yes"; };
     submissions = submissionService "submissions" { smtpd_tls_wrappermode = "yes"; };
-    # DKIM-signed on the way out (render-discovery.nix, milter.sign).
-    reinject = reinjectService settings.postfix_reinject_port (
-      {
-        syslog_name = "postfix/reinject";
-        cleanup_service_name = "authclean";
-      }
-      // discovery.milter.sign
-    );
-    # DKIM-verified on the way in (render-discovery.nix, milter.verify).
-    reinject_incoming = reinjectService settings.postfix_reinject_port_incoming (
-      { syslog_name = "postfix/reinject_incoming"; } // discovery.milter.verify
-    );
     authclean = {
       private = false;
       maxproc = 0;
@@ -661,6 +665,9 @@ let
           { }
       );
 
+    # No Received header of its own on the delivered copy (upstream 1.10+; Postfix's are removed
+    # by lmtp_header_checks).
+    lmtp_add_received_header = false;
     # Push notifications: on delivery, the Lua script (pushNotificationLua) sets metadata.
     "protocol lmtp".mail_plugins =
       "$mail_plugins mail_lua notify push_notification push_notification_lua";
@@ -879,16 +886,22 @@ let
       paths.doveauthSocket
       paths.configFile
     ];
+    # the milter mode (filtermail.py); the SMTP mode `filtermail INI outgoing|incoming` is
+    # upstream's before-queue filter with its re-injection ports, not used here
     filtermail = [
       (program "filtermail")
       paths.configFile
-      "outgoing"
+      "outgoing-milter"
+      paths.filtermailSocket
     ];
     filtermail-incoming = [
       (program "filtermail")
       paths.configFile
-      "incoming"
-    ];
+      "incoming-milter"
+      paths.filtermailIncomingSocket
+    ]
+    # without DKIM (discovery.dkim = false) nobody publishes keys to check against
+    ++ (if discovery.dkim then [ ] else [ "--skip-dkim" ]);
     metadata = [
       (program "chatmail-metadata")
       paths.metadataSocket

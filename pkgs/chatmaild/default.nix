@@ -37,6 +37,8 @@ python3Packages.buildPythonApplication {
   dependencies = [
     python3Packages.aiosmtpd
     python3Packages.filelock
+    python3Packages.dkimpy
+    python3Packages.dnspython
     crypt-r
   ];
 

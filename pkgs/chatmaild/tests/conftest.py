@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from chatmaild.config import Config, read_config
+from chatmaild.dnszone import dkim_public_key, dkim_txt_value
 
 MAIL_DOMAIN = "chat.example.org"
 
@@ -38,3 +40,25 @@ def make_config(make_ini: Callable[..., Path]) -> Callable[..., Config]:
 @pytest.fixture
 def example_config(make_config: Callable[..., Config]) -> Config:
     return make_config()
+
+
+# DKIM keys of two domains (a.test, b.test) for the DKIM verification tests
+
+
+@pytest.fixture(scope="session")
+def private_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    directory = tmp_path_factory.mktemp("dkim-keys")
+    keys = {}
+    for domain in ("a.test", "b.test"):
+        path = directory / f"{domain}.pem"
+        subprocess.run(["openssl", "genrsa", "-traditional", "-out", str(path), "2048"], check=True,
+                       capture_output=True)
+        keys[domain] = path.read_bytes()
+    return keys
+
+
+@pytest.fixture(scope="session")
+def keys(private_keys: dict[str, bytes]) -> dict[str, bytes]:
+    """The published key records: opendkim._domainkey.<domain>. -> TXT data."""
+    return {f"opendkim._domainkey.{domain}.": dkim_txt_value(dkim_public_key(pem.decode())).encode()
+            for domain, pem in private_keys.items()}

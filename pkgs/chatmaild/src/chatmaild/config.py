@@ -11,7 +11,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +43,6 @@ def _text(key: str, raw: str) -> str:
 
 def _optional_text(key: str, raw: str) -> str | None:
     return raw or None
-
-
-def _words(key: str, raw: str) -> list[str]:
-    return raw.split()
 
 
 def _bool(key: str, raw: str) -> bool:
@@ -120,8 +116,6 @@ _PARAMS: dict[str, tuple[Callable[[str, str], Any], str | None]] = {
     "username_min_length": (_int_at_least(1), "9"),
     "username_max_length": (_int_at_least(1), "9"),
     "password_min_length": (_int_at_least(1), "9"),
-    "passthrough_senders": (_words, ""),
-    "passthrough_recipients": (_words, ""),
     "www_folder": (_text, ""),
     "filtermail_smtp_port": (_port, "10080"),
     "postfix_reinject_port": (_port, "10025"),
@@ -143,6 +137,12 @@ _PARAMS: dict[str, tuple[Callable[[str, str], Any], str | None]] = {
 
 # upstream keys that no part of this relay reads; accepted without a warning
 _OBSOLETE_KEYS = frozenset({"passdb_path"})
+# keys upstream removed; still read (so an old chatmail.ini works), with this warning
+_REMOVED_KEYS = {
+    key: f"chatmail.ini: {key} is no longer supported and is ignored (removed in upstream 1.11: "
+    "unencrypted mail never passes)"
+    for key in ("passthrough_senders", "passthrough_recipients")
+}
 
 
 @dataclass(frozen=True)
@@ -164,8 +164,6 @@ class Config:
     username_min_length: int = 9
     username_max_length: int = 9
     password_min_length: int = 9
-    passthrough_senders: list[str] = field(default_factory=list)
-    passthrough_recipients: list[str] = field(default_factory=list)
     www_folder: str = ""
     filtermail_smtp_port: int = 10080
     postfix_reinject_port: int = 10025
@@ -189,7 +187,7 @@ class Config:
 def parse_params(params: Mapping[str, str], inipath: Path | None = None) -> Config:
     """Check the raw ``[params]`` values and build a Config; raises ConfigError."""
     for key in sorted(set(params) - set(_PARAMS) - _OBSOLETE_KEYS):
-        log.warning("chatmail.ini: ignoring unknown key %r", key)
+        log.warning(_REMOVED_KEYS.get(key, f"chatmail.ini: ignoring unknown key {key!r}"))
 
     raw_domain = params.get("mail_domain", "").strip()
     if not raw_domain:

@@ -51,6 +51,7 @@ _ARMOR_CHECKSUM_RE = re.compile(rb"=[A-Za-z0-9+/]{4}")
 _BASE64_LINES_RE = re.compile(rb"[A-Za-z0-9+/\r\n]*(?:=[\r\n]*){0,2}")
 _MAX_ARMOR_TRAILER = 4096
 _HEADER_PARSER = BytesHeaderParser()
+_DOMAIN_LITERAL_ADDRESS_RE = re.compile(r"<?([^\s<>@\"]+@\[[0-9A-Fa-f:.IPv]+\])>?\s*$")
 # defects of a header block holding lines that are neither fields nor their continuations
 _BROKEN_FIELD_LINES = (errors.MissingHeaderBodySeparatorDefect, errors.FirstHeaderLineIsContinuationDefect)
 
@@ -451,7 +452,12 @@ def from_address(message: Entity) -> str | None:
     value = message.header("from")
     if value is None:
         return None
-    return parseaddr(value.strip())[1] or None
+    found = parseaddr(value.strip())[1]
+    if not found:
+        # the stdlib cannot read an address at a domain literal (relays without a domain name)
+        literal = _DOMAIN_LITERAL_ADDRESS_RE.search(value)
+        found = literal.group(1) if literal else ""
+    return found or None
 
 
 def decoded_header(message: Entity, name: str) -> str | None:

@@ -1,23 +1,35 @@
-"""filtermail: Postfix before-queue filter (``smtpd_proxy_filter``) that only lets encrypted mail pass.
+"""filtermail: only encrypted mail passes Postfix, as a milter or as a before-queue SMTP filter.
 
-``filtermail INI_PATH outgoing|incoming`` serves SMTP on 127.0.0.1 (``filtermail_smtp_port`` /
-``filtermail_smtp_port_incoming``) and re-injects every accepted mail unchanged to Postfix on
-127.0.0.1 (``postfix_reinject_port`` / ``postfix_reinject_port_incoming``); Postfix only acknowledges
-its client's DATA once the re-injection was accepted, so nothing is queued twice or lost.
+Two ways to run it, with the same rules (the pure functions check_outgoing/check_incoming below;
+the OpenPGP/MIME structure checks are in chatmaild.encryption):
 
-Replies (upstream 1.9.0's codes and texts where clients see them):
+- ``filtermail INI_PATH outgoing-milter|incoming-milter SOCKET_PATH [--skip-dkim]``: a milter on a
+  unix socket (Postfix ``smtpd_milters``: submission, port 25). Postfix passes each SMTP session
+  through it and queues the mail itself: one pass through Postfix. This relay's module and harness
+  run this. ``incoming-milter`` also verifies the DKIM signature of the From domain
+  (chatmaild.dkimverify; ``--skip-dkim``: not, for relays without DNS such as VM tests) and resets
+  an envelope sender that is not the From address to ``<>``.
+- ``filtermail INI_PATH outgoing|incoming``: upstream 1.9.0's ``smtpd_proxy_filter``, unchanged.
+  It serves SMTP on 127.0.0.1 (``filtermail_smtp_port`` / ``filtermail_smtp_port_incoming``) and
+  re-injects every accepted mail unchanged to Postfix on 127.0.0.1 (``postfix_reinject_port`` /
+  ``postfix_reinject_port_incoming``); Postfix only acknowledges its client's DATA once the
+  re-injection was accepted, so nothing is queued twice or lost. For upstream-style
+  configurations.
+
+Replies (upstream's codes and texts where clients see them):
 
 - ``450 4.7.1: Too much mail from <sender>`` at MAIL (outgoing): per-sender rate limit;
 - ``500 Invalid from address <'…'>`` at MAIL (outgoing): envelope sender is not ``local@domain``;
 - ``500 Invalid FROM <'from'> for <'sender'>`` (outgoing): From header differs from the envelope;
 - ``523 Encryption Needed: Invalid Unencrypted Mail``: cleartext where it is not allowed;
 - ``552 …``: the mail (``max_message_size``) or its header block (256 KiB) is too large;
-- ``451 4.4.2 Re-injection to Postfix failed: …`` when Postfix cannot be reached or does not answer
-  in time, and ``451 4.3.0`` for an unexpected error in filtermail: the mail is retried, never
-  dropped; a refusal by Postfix is passed on with Postfix's own code and text.
-
-Rules and the exceptions to "encrypted only" are the pure functions check_outgoing/check_incoming
-below; the OpenPGP/MIME structure checks are in chatmaild.encryption.
+- milter, incoming: ``500 Invalid FROM header``, ``554 5.7.1 No (valid) DKIM signature found``,
+  ``451 4.4.3`` when a DKIM key cannot be looked up now, ``500 Invalid FROM domain literal``;
+- ``451 4.3.0`` for an unexpected error in filtermail, and (SMTP mode) ``451 4.4.2 Re-injection to
+  Postfix failed: …`` when Postfix cannot be reached or does not answer in time: the mail is
+  retried, never dropped; a refusal by Postfix is passed on with Postfix's own code and text. A
+  milter that is down or does not answer makes Postfix defer (``milter_default_action =
+  tempfail``).
 """
 
 from __future__ import annotations
@@ -27,21 +39,25 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from . import encryption
 from .accounts import InvalidAddress, get_mailbox
 from .config import Config, ConfigError, read_config
+from .dkimverify import KeyResolver, check_dkim
 from .encryption import Entity, MalformedMessage
+from .milter import SMFIF_CHGFROM, Message, MilterSession, Verdict, change_sender
 from .ratelimit import SendRateLimiter
 
 log = logging.getLogger("filtermail")
 
 ENCRYPTION_NEEDED_523 = "523 Encryption Needed: Invalid Unencrypted Mail"
 MODES = ("outgoing", "incoming")
+MILTER_MODES = {"outgoing-milter": "outgoing", "incoming-milter": "incoming"}
 
 # Postfix waits smtpd_proxy_timeout (100 s by default) for our reply; answer well before that.
 REINJECT_CONNECT_TIMEOUT = 10.0
@@ -57,14 +73,6 @@ FORWARDED_MAIL_PARAMS = {"BODY=8BITMIME": "8BITMIME", "SMTPUTF8": "SMTPUTF8"}
 # --- rules: pure functions from (config, envelope, parsed mail) to an error reply or None
 
 
-def recipient_matches_passthrough(recipient: str, passthrough_recipients: Sequence[str]) -> bool:
-    """An entry is a full address or, starting with "@", a domain suffix (upstream semantics)."""
-    return any(
-        recipient == entry or (entry.startswith("@") and recipient.endswith(entry))
-        for entry in passthrough_recipients
-    )
-
-
 def check_sender_address(address: str) -> str | None:
     """MAIL FROM must be local@domain (exactly one "@")."""
     if address.count("@") != 1:
@@ -72,8 +80,11 @@ def check_sender_address(address: str) -> str | None:
     return None
 
 
-def check_outgoing(config: Config, mail_from: str, rcpt_tos: Sequence[str], message: Entity) -> str | None:
-    """Error reply for a mail submitted by a user of this relay, or None to accept it."""
+def check_outgoing(mail_from: str, rcpt_tos: Sequence[str], message: Entity) -> str | None:
+    """Error reply for a mail submitted by a user of this relay, or None to accept it.
+
+    There are no passthrough senders or recipients: upstream 1.11 dropped them (one source of
+    unencrypted mail less), and so does this relay (chatmaild.config warns about the keys)."""
     from_addr = encryption.from_address(message) or ""
     if mail_from.lower() != from_addr.lower():
         return f"500 Invalid FROM <{from_addr!r}> for <{mail_from!r}>"
@@ -81,11 +92,7 @@ def check_outgoing(config: Config, mail_from: str, rcpt_tos: Sequence[str], mess
         return None
     if encryption.is_securejoin_request(message):
         return None
-    if mail_from in config.passthrough_senders:
-        return None
     if list(rcpt_tos) == [from_addr] and encryption.is_autocrypt_setup_message(message):
-        return None
-    if all(recipient_matches_passthrough(r, config.passthrough_recipients) for r in rcpt_tos):
         return None
     return ENCRYPTION_NEEDED_523
 
@@ -438,10 +445,9 @@ class FilterHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
-        try:
-            message = encryption.parse_entity(content)
-        except MalformedMessage as e:
-            return f"552 5.3.4 Message not accepted: {e}"
+        message = parse_mail(content)
+        if isinstance(message, str):
+            return message
         mail_from = envelope.mail_from or ""
         try:
             error = self.check(mail_from, envelope.rcpt_tos, message)
@@ -465,7 +471,7 @@ def make_handler(config: Config, mode: str) -> tuple[FilterHandler, int]:
     if mode == "outgoing":
         limiter = SendRateLimiter(config.max_user_send_per_minute, config.max_user_send_burst_size)
         handler = FilterHandler(
-            lambda mail_from, rcpt_tos, message: check_outgoing(config, mail_from, rcpt_tos, message),
+            check_outgoing,
             Reinjector(config.postfix_reinject_port),
             limiter,
         )
@@ -482,7 +488,7 @@ def make_handler(config: Config, mode: str) -> tuple[FilterHandler, int]:
 
 
 async def serve(config: Config, mode: str) -> None:
-    """Serve until SIGTERM/SIGINT."""
+    """Serve SMTP until SIGTERM/SIGINT."""
     handler, port = make_handler(config, mode)
     loop = asyncio.get_running_loop()
 
@@ -499,22 +505,157 @@ async def serve(config: Config, mode: str) -> None:
         )
 
     server = await loop.create_server(make_protocol, "127.0.0.1", port)
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     log.info("filtermail %s on 127.0.0.1:%d: entering serving loop", mode, port)
     try:
-        await stop.wait()
+        await stopped()
     finally:
         server.close()
         await server.wait_closed()
         handler.reinjector.close()
 
 
+async def stopped() -> None:
+    """Returns on SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+# --- the milter side: Postfix's smtpd hands each SMTP session to filtermail (smtpd_milters), so
+# every mail passes Postfix once; nothing is re-injected.
+
+
+def parse_mail(content: bytes | bytearray) -> Entity | str:
+    """The parsed mail, or the reply refusing a mail that cannot be looked at."""
+    try:
+        return encryption.parse_entity(content)
+    except MalformedMessage as e:
+        return f"552 5.3.4 Message not accepted: {e}"
+
+
+def check_from_domain_literal(domain: str, client_address: str) -> str | None:
+    """A From address at a domain literal (``user@[192.0.2.1]``, relays without a domain name)
+    must come from that address (upstream's rule; such relays sign nothing)."""
+    literal = domain[1:-1]
+    if literal.lower().startswith("ipv6:"):
+        literal = literal[5:]
+    if literal.lower() != client_address.lower():
+        return f"500 Invalid FROM domain literal: {literal} does not match origin IP {client_address}"
+    return None
+
+
+def resets_sender(mail_from: str, from_addr: str) -> bool:
+    """Incoming mail whose envelope sender is not its From address keeps the mail but loses the
+    envelope sender (upstream 1.10+): a bounce would go to someone who did not write it."""
+    return mail_from != "" and mail_from.lower() != from_addr.lower()
+
+
+class OutgoingMilter(MilterSession):
+    """Submission (ports 587/465): sender address and rate limit at MAIL, the encryption rule at
+    the end of the message. Postfix has checked that the sender is the login (553)."""
+
+    def __init__(self, limiter: SendRateLimiter) -> None:
+        super().__init__()
+        self.limiter = limiter
+
+    def on_mail(self, message: Message) -> str | None:
+        address = message.mail_from
+        error = check_sender_address(address)
+        if error:
+            return error
+        # counted against the login, so that nobody can use up someone else's budget with a MAIL
+        # FROM that Postfix refuses later (553 at RCPT)
+        login = message.macros.get(b"{auth_authen}", b"").decode("utf-8", "replace") or address
+        if not self.limiter.allow(login.lower()):
+            log.info("rate limit: refusing mail from %s", address)
+            return f"450 4.7.1: Too much mail from {address}"
+        return None
+
+    def on_message(self, message: Message) -> Verdict:
+        parsed = parse_mail(message.data)
+        if isinstance(parsed, str):
+            return parsed, []
+        error = check_outgoing(message.mail_from, message.rcpt_tos, parsed)
+        if error:
+            log.info("refused: %s", error)
+        return error, []
+
+
+class IncomingMilter(MilterSession):
+    """Port 25: the encryption rule, then the origin: a valid DKIM signature of the From domain
+    (``keys`` None: not checked) or, for a From at a domain literal, that very client address."""
+
+    ACTIONS = SMFIF_CHGFROM
+
+    def __init__(self, config: Config, keys: KeyResolver | None) -> None:
+        super().__init__()
+        self.config = config
+        self.keys = keys
+
+    def on_message(self, message: Message) -> Verdict | Awaitable[Verdict]:
+        parsed = parse_mail(message.data)
+        if isinstance(parsed, str):
+            return parsed, []
+        from_addr = encryption.from_address(parsed) or ""
+        localpart, at, domain = from_addr.rpartition("@")
+        if not (localpart and at and domain):
+            return f"500 Invalid FROM header: {(parsed.header('from') or '').strip()}", []
+        error = check_incoming(message.rcpt_tos, parsed,
+                               lambda rcpt: mailbox_accepts_cleartext(self.config, rcpt))
+        if error:
+            log.info("refused: %s", error)
+            return error, []
+        edits = [change_sender("")] if resets_sender(message.mail_from, from_addr) else []
+        if domain.startswith("[") and domain.endswith("]"):
+            return check_from_domain_literal(domain, self.client_address), edits
+        if self.keys is None:
+            return None, edits
+        return self._verified(message, domain, edits)
+
+    async def _verified(self, message: Message, domain: str, edits: list[bytes]) -> Verdict:
+        assert self.keys is not None and message.body_start is not None
+        error = await check_dkim(message.headers, bytes(message.data[message.body_start :]), domain, self.keys)
+        if error:
+            log.info("refused mail from %s: %s", domain, error)
+            return error, []
+        return None, edits
+
+
+async def serve_milter(config: Config, mode: str, socket_path: Path, verify_dkim: bool = True) -> None:
+    """Serve the milter protocol on a unix socket until SIGTERM/SIGINT."""
+    if mode == "outgoing":
+        limiter = SendRateLimiter(config.max_user_send_per_minute, config.max_user_send_burst_size)
+        factory: Callable[[], MilterSession] = lambda: OutgoingMilter(limiter)
+    else:
+        keys = KeyResolver() if verify_dkim else None
+        factory = lambda: IncomingMilter(config, keys)
+    loop = asyncio.get_running_loop()
+    socket_path.unlink(missing_ok=True)
+    server = await loop.create_unix_server(factory, str(socket_path))
+    # who may connect is decided by the directory (the daemon's user and Postfix's group)
+    socket_path.chmod(0o666)
+    log.info("filtermail %s milter on %s%s: entering serving loop", mode, socket_path,
+             "" if verify_dkim or mode == "outgoing" else " (DKIM NOT verified)")
+    try:
+        await stopped()
+    finally:
+        server.close()
+        socket_path.unlink(missing_ok=True)
+
+
+USAGE = """usage: filtermail INI_PATH outgoing|incoming
+       filtermail INI_PATH outgoing-milter|incoming-milter SOCKET_PATH [--skip-dkim]"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2 or args[1] not in MODES:
-        print("usage: filtermail INI_PATH outgoing|incoming", file=sys.stderr)
+    skip_dkim = len(args) == 4 and args[1] == "incoming-milter" and args[3] == "--skip-dkim"
+    smtp_mode = len(args) == 2 and args[1] in MODES
+    milter_mode = (len(args) == 3 or skip_dkim) and args[1] in MILTER_MODES
+    if not (smtp_mode or milter_mode):
+        print(USAGE, file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
     # aiosmtpd logs every SMTP command at INFO
@@ -524,7 +665,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"filtermail: {e}", file=sys.stderr)
         return 1
-    asyncio.run(serve(config, args[1]))
+    if smtp_mode:
+        asyncio.run(serve(config, args[1]))
+    else:
+        asyncio.run(serve_milter(config, MILTER_MODES[args[1]], Path(args[2]), verify_dkim=not skip_dkim))
     return 0
 
 
