@@ -419,6 +419,8 @@ let
     # Every MAIL FROM address is owned by the SASL login of the same name. "$$" is a literal
     # "$" after main.cf's own expansion.
     smtpd_sender_login_maps = "regexp:{{/^(.*)$$/ $${1}}}";
+    # Header cleanup of mail from other relays (the "incomingclean" cleanup service).
+    incoming_header_checks = "regexp:{{/^Received:/ IGNORE}}";
     # Header cleanup of authenticated mail (the "authclean" cleanup service): no client IP,
     # no mailer, and no readable Subject.
     mua_header_checks = "regexp:{{/^Received:/ IGNORE}, {/^X-Originating-IP:/ IGNORE}, {/^X-Mailer:/ IGNORE}, {/^User-Agent:/ IGNORE}, {/^Subject:/ REPLACE Subject: [...]}}";
@@ -535,6 +537,7 @@ let
         smtpd_tls_security_level = "encrypt";
         smtpd_tls_mandatory_protocols = ">=TLSv1.2";
         smtpd_milters = milterSocket paths.filtermailIncomingSocket;
+        cleanup_service_name = "incomingclean";
       };
     };
     # Ports 587 (STARTTLS) and 465 (TLS from the start): Delta Chat clients, SASL through
@@ -546,6 +549,21 @@ let
       maxproc = 0;
       command = "cleanup";
       args = opts { header_checks = "$mua_header_checks"; };
+    };
+    # Mail from other relays keeps no Received header, Postfix's own included (it names the
+    # sending relay's address), so neither the delivered copy nor a bounce quoting the mail
+    # shows one. Only top-level headers: a header inside an attached message is part of the
+    # signed body. Milters (filtermail's DKIM check) see the mail after this; senders do not
+    # sign Received headers (RFC 6376 5.4: SHOULD NOT).
+    incomingclean = {
+      private = false;
+      maxproc = 0;
+      command = "cleanup";
+      args = opts {
+        header_checks = "$incoming_header_checks";
+        mime_header_checks = "";
+        nested_header_checks = "";
+      };
     };
   };
 

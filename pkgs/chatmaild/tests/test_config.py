@@ -69,7 +69,6 @@ def test_upstream_template_gives_upstream_defaults(tmp_path):
     assert config.delete_inactive_users_after == 90
     assert (config.username_min_length, config.username_max_length) == (9, 9)
     assert config.password_min_length == 9
-    assert config.passthrough_senders == [] and config.passthrough_recipients == []
     assert config.www_folder == ""
     assert (config.filtermail_smtp_port, config.postfix_reinject_port) == (10080, 10025)
     assert config.filtermail_smtp_port_incoming == 10081
@@ -94,8 +93,6 @@ def test_only_mail_domain_gives_the_same_config(tmp_path):
 def test_values_are_typed(make_config):
     config = make_config(
         max_user_send_per_minute=37,
-        passthrough_senders="a@x.org  b@x.org",
-        passthrough_recipients="@example.net echo@chat.example.org",
         disable_ipv6="True",
         imap_rawlog="yes",
         imap_compress="1",
@@ -105,8 +102,6 @@ def test_values_are_typed(make_config):
         mailboxes_dir="/var/vmail/x",
     )
     assert config.max_user_send_per_minute == 37
-    assert config.passthrough_senders == ["a@x.org", "b@x.org"]
-    assert config.passthrough_recipients == ["@example.net", "echo@chat.example.org"]
     assert config.disable_ipv6 and config.imap_rawlog and config.imap_compress
     assert config.mtail_address == "127.0.0.1"
     assert config.iroh_relay == "https://iroh.example.net" and not config.enable_iroh_relay

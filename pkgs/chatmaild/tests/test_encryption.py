@@ -425,6 +425,11 @@ def test_autocrypt_setup_message():
     )
     assert is_autocrypt_setup_message(parse_entity(encoded_subject))
     assert not is_autocrypt_setup_message(entity(testmail.make_plain_message(SENDER, SENDER, subject="Autocrypt Setup Message")))
+    # as filtermail's milter sees it after Postfix's submission cleanup: Subject "[...]"
+    rewritten = testmail.to_bytes(testmail.make_autocrypt_setup_message(SENDER)).replace(
+        b"Subject: Autocrypt Setup Message", b"Subject: [...]")
+    assert is_autocrypt_setup_message(parse_entity(rewritten))
+    assert not is_autocrypt_setup_message(parse_entity(rewritten.replace(b"Autocrypt-Setup-Message: v1", b"X-A: v1")))
 
 
 def test_mailer_daemon_report():

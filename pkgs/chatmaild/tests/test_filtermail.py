@@ -1,4 +1,4 @@
-"""filtermail's rules as pure functions: outgoing/incoming verdicts, passthrough lists, mailboxes."""
+"""filtermail's rules as pure functions: outgoing/incoming verdicts, mailboxes."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from chatmaild.filtermail import (
     mailbox_accepts_cleartext,
     main,
     make_handler,
-    recipient_matches_passthrough,
 )
 
 DOMAIN = "chat.example.org"
@@ -29,15 +28,11 @@ BOB = "bob@example.org"
 
 @pytest.fixture
 def config(make_config: Callable[..., Config]) -> Config:
-    return make_config(
-        DOMAIN,
-        passthrough_senders=f"passthrough@{DOMAIN}",
-        passthrough_recipients="privacy@example.org @open.example.net",
-    )
+    return make_config(DOMAIN)
 
 
 def outgoing(config: Config, message, mail_from: str = ALICE, rcpt_tos: list[str] | None = None) -> str | None:
-    return check_outgoing(config, mail_from, rcpt_tos or [BOB], parse_entity(testmail.to_bytes(message)))
+    return check_outgoing(mail_from, rcpt_tos or [BOB], parse_entity(testmail.to_bytes(message)))
 
 
 # --- outgoing
@@ -50,8 +45,8 @@ def test_outgoing_encrypted_passes(config: Config):
 def test_outgoing_delta_chat_message_passes(config: Config):
     raw = (Path(__file__).parent / "mail-data" / "deltachat-2.65-encrypted.eml").read_bytes().replace(b"\n", b"\r\n")
     message = parse_entity(raw)
-    assert check_outgoing(config, "pvunqxiqg@chat.test", ["k5ck4ttz1@chat2.test"], message) is None
-    forged = check_outgoing(config, ALICE, ["k5ck4ttz1@chat2.test"], message)
+    assert check_outgoing("pvunqxiqg@chat.test", ["k5ck4ttz1@chat2.test"], message) is None
+    forged = check_outgoing(ALICE, ["k5ck4ttz1@chat2.test"], message)
     assert forged == f"500 Invalid FROM <'pvunqxiqg@chat.test'> for <{ALICE!r}>"
 
 
@@ -78,7 +73,7 @@ def test_from_comparison_ignores_case(config: Config):
 def test_missing_from_is_refused(config: Config):
     raw = testmail.to_bytes(testmail.make_encrypted_message(ALICE, BOB))
     without_from = b"\r\n".join(line for line in raw.split(b"\r\n") if not line.startswith(b"From:"))
-    assert check_outgoing(config, ALICE, [BOB], parse_entity(without_from)) == f"500 Invalid FROM <''> for <{ALICE!r}>"
+    assert check_outgoing(ALICE, [BOB], parse_entity(without_from)) == f"500 Invalid FROM <''> for <{ALICE!r}>"
 
 
 def test_securejoin_request_passes(config: Config):
@@ -88,27 +83,18 @@ def test_securejoin_request_passes(config: Config):
     assert outgoing(config, fake) == ENCRYPTION_NEEDED_523
 
 
-def test_passthrough_sender(config: Config):
+def test_passthrough_lists_are_gone(make_config: Callable[..., Config], caplog: pytest.LogCaptureFixture):
+    """upstream 1.11: no address may send or receive cleartext by configuration; the keys are
+    ignored with a warning that says so"""
+    config = make_config(DOMAIN, passthrough_senders=f"passthrough@{DOMAIN}",
+                         passthrough_recipients="privacy@example.org @open.example.net")
+    assert not hasattr(config, "passthrough_senders")
+    assert "passthrough_senders is no longer supported" in caplog.text
+    assert "passthrough_recipients is no longer supported" in caplog.text
     sender = f"passthrough@{DOMAIN}"
-    assert outgoing(config, testmail.make_plain_message(sender, BOB), mail_from=sender) is None
-
-
-def test_passthrough_recipients(config: Config):
+    assert outgoing(config, testmail.make_plain_message(sender, BOB), mail_from=sender) == ENCRYPTION_NEEDED_523
     plain = testmail.make_plain_message(ALICE, "privacy@example.org")
-    assert outgoing(config, plain, rcpt_tos=["privacy@example.org"]) is None
-    assert outgoing(config, plain, rcpt_tos=["someone@open.example.net"]) is None
-    assert outgoing(config, plain, rcpt_tos=["privacy@example.org", BOB]) == ENCRYPTION_NEEDED_523
-    assert outgoing(config, plain, rcpt_tos=["privacy@other.org"]) == ENCRYPTION_NEEDED_523
-
-
-def test_passthrough_matching():
-    entries = ["privacy@example.org", "@x.y.z"]
-    assert recipient_matches_passthrough("privacy@example.org", entries)
-    assert recipient_matches_passthrough("a@x.y.z", entries)
-    assert not recipient_matches_passthrough("a@sub.x.y.z", entries)  # the "@" is part of the suffix
-    assert not recipient_matches_passthrough("a@x.y", entries)
-    assert not recipient_matches_passthrough("xprivacy@example.org", entries)
-    assert not recipient_matches_passthrough("a@x.y.z", [])
+    assert outgoing(config, plain, rcpt_tos=["privacy@example.org"]) == ENCRYPTION_NEEDED_523
 
 
 def test_autocrypt_setup_message_only_to_oneself(config: Config):

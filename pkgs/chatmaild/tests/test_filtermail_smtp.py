@@ -20,7 +20,6 @@ from chatmaild import testmail
 from chatmaild.filtermail import FilterSMTP, Reinjector, ReinjectError
 
 DOMAIN = "chat.example.org"
-PASSTHROUGH_SENDER = f"passthrough@{DOMAIN}"
 MAX_MESSAGE_SIZE = 3_000_000
 BURST = 3
 TIMEOUT = 10.0
@@ -196,7 +195,6 @@ def outgoing(tmp_path: Path, sink: Sink) -> Iterator[Filtermail]:
     filtermail = start_filtermail(
         tmp_path, "outgoing", sink.port,
         max_user_send_per_minute=60, max_user_send_burst_size=BURST,
-        passthrough_senders=PASSTHROUGH_SENDER, passthrough_recipients="privacy@example.org @open.example.net",
     )
     yield filtermail
     stop_filtermail(filtermail)
@@ -278,19 +276,6 @@ def test_securejoin_request_passes(outgoing: Filtermail, sink: Sink):
     data = testmail.to_bytes(testmail.make_securejoin_request(sender, "bob@example.org"))
     outgoing.send(sender, ["bob@example.org"], data)
     assert sink.received[-1].content == data
-
-
-def test_passthrough_lists(outgoing: Filtermail, sink: Sink):
-    data = plain(PASSTHROUGH_SENDER, "bob@example.org", text=".a line starting with a dot\r\n.")
-    outgoing.send(PASSTHROUGH_SENDER, ["bob@example.org"], data)
-    assert sink.received[-1].content == data
-    sender = new_addr()
-    outgoing.send(sender, ["privacy@example.org", "x@open.example.net"], plain(sender, "privacy@example.org"))
-    assert sink.received[-1].rcpt_tos == ["privacy@example.org", "x@open.example.net"]
-    count = len(sink.received)
-    code, _ = refusal(outgoing, sender, ["privacy@example.org", "bob@example.org"], plain(sender, "bob@example.org"))
-    assert code == 523
-    assert len(sink.received) == count
 
 
 def test_rate_limit_after_burst(outgoing: Filtermail, sink: Sink):

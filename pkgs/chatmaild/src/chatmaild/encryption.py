@@ -430,11 +430,14 @@ def is_securejoin_request(message: Entity) -> bool:
 
 def is_autocrypt_setup_message(message: Entity) -> bool:
     """The Autocrypt Setup Message shape (its key is symmetrically encrypted inside): Subject
-    ``Autocrypt Setup Message`` and ``multipart/mixed``. Only allowed when sent to oneself."""
+    ``Autocrypt Setup Message`` (upstream's test) or the ``Autocrypt-Setup-Message: v1`` header
+    of the Autocrypt spec, and ``multipart/mixed``. Only allowed when sent to oneself. The header
+    counts because Postfix's submission cleanup has replaced the Subject with ``[...]`` by the
+    time filtermail's milter sees the mail."""
     return (
         decoded_header(message, "subject") == "Autocrypt Setup Message"
-        and message.content_type == "multipart/mixed"
-    )
+        or (message.header("autocrypt-setup-message") or "").strip().lower() == "v1"
+    ) and message.content_type == "multipart/mixed"
 
 
 def is_mailer_daemon_report(message: Entity) -> bool:
