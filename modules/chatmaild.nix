@@ -34,12 +34,25 @@ in
     systemd.tmpfiles.rules = [
       "d ${vmailHome} 0750 ${paths.vmailUser} ${paths.vmailGroup} -"
       "d ${paths.mailboxesDir} 0700 ${paths.vmailUser} ${paths.vmailGroup} -"
-    ];
+    ]
+    # filtermail's milter sockets: vmail writes them, Postfix's group may enter
+    ++ map (dir: "d ${dir} 0750 ${paths.vmailUser} ${paths.postfixGroup} -") (
+      lib.unique [
+        (dirOf paths.filtermailSocket)
+        (dirOf paths.filtermailIncomingSocket)
+      ]
+    );
 
     systemd.services = {
       doveauth = daemonService "doveauth";
-      filtermail = daemonService "filtermail";
-      filtermail-incoming = daemonService "filtermail-incoming";
+      # Postfix defers mail while a milter is missing (milter_default_action = tempfail): start
+      # them first
+      filtermail = daemonService "filtermail" // {
+        before = [ "postfix.service" ];
+      };
+      filtermail-incoming = daemonService "filtermail-incoming" // {
+        before = [ "postfix.service" ];
+      };
       chatmail-metadata = daemonService "chatmail-metadata";
       chatmail-expire = {
         inherit (units.chatmail-expire) description serviceConfig;

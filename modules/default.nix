@@ -29,12 +29,10 @@ let
     username_min_length = setting types.ints.positive "Shortest local part accepted for a new address.";
     username_max_length = setting types.ints.positive "Longest local part accepted for a new address.";
     password_min_length = setting types.ints.positive "Shortest password accepted for a new address.";
-    passthrough_senders = setting (types.listOf types.str) "Addresses of this relay that may send unencrypted mail.";
-    passthrough_recipients = setting (types.listOf types.str) "Recipients to whom this relay's users may send unencrypted mail; an entry starting with `@` allows a whole domain.";
-    filtermail_smtp_port = setting types.port "Loopback port of filtermail for outgoing mail (from submission).";
-    postfix_reinject_port = setting types.port "Loopback port on which Postfix takes outgoing mail back from filtermail.";
-    filtermail_smtp_port_incoming = setting types.port "Loopback port of filtermail for incoming mail (from port 25).";
-    postfix_reinject_port_incoming = setting types.port "Loopback port on which Postfix takes incoming mail back from filtermail.";
+    filtermail_smtp_port = setting types.port "Loopback port of filtermail for outgoing mail in its SMTP mode (upstream's before-queue filter); this module runs filtermail as a milter on a unix socket and uses no such port.";
+    postfix_reinject_port = setting types.port "Loopback port on which Postfix takes outgoing mail back from filtermail's SMTP mode (not used by this module).";
+    filtermail_smtp_port_incoming = setting types.port "Loopback port of filtermail for incoming mail in its SMTP mode (not used by this module).";
+    postfix_reinject_port_incoming = setting types.port "Loopback port on which Postfix takes incoming mail back from filtermail's SMTP mode (not used by this module).";
     disable_ipv6 = setting types.bool "Whether Postfix and Dovecot listen on IPv4 only.";
     acme_email = setting types.str "Contact address given to the ACME CA when {option}`services.chatmail.tls.mode` is `\"acme\"` (empty: `security.acme.defaults.email`).";
     imap_rawlog = setting types.bool "Whether Dovecot writes each IMAP session to `.in`/`.out` files in the maildir (debugging only; nothing removes them).";
@@ -86,6 +84,8 @@ let
       configFile = "/etc/chatmail/chatmail.ini";
       mailboxesDir = cfg.mailboxesDir;
       doveauthSocket = "/run/doveauth/doveauth.socket";
+      filtermailSocket = "/run/filtermail/outgoing.sock";
+      filtermailIncomingSocket = "/run/filtermail/incoming.sock";
       metadataSocket = "/run/chatmail-metadata/metadata.socket";
       pushNotificationLua = "/etc/dovecot/push_notification.lua";
       dovecotAuthDictConf = "/etc/dovecot/chatmail-auth-dict.conf";
@@ -194,7 +194,7 @@ in
       default = { };
       example = {
         max_user_send_per_minute = 120;
-        passthrough_recipients = [ "@example.org" ];
+        max_mailbox_size = "1G";
       };
       description = ''
         Values of `chatmail.ini` (section `[params]`, read by chatmaild), named as in upstream

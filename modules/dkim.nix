@@ -1,6 +1,6 @@
-# OpenDKIM (nixpkgs' services.opendkim): signs what leaves through Postfix's outgoing reinject
-# service and verifies what arrives on the incoming one (render-discovery.nix has the settings and
-# the milter options). nixpkgs' unit generates the key on first start into its state directory
+# OpenDKIM (nixpkgs' services.opendkim): signs what leaves through Postfix's submission services
+# and what Postfix writes itself (bounces, notices); incoming mail is verified by filtermail
+# (render-discovery.nix has the settings, render.nix the milter lists). nixpkgs' unit generates the key on first start into its state directory
 # (/var/lib/opendkim/keys/<selector>.private), never into the Nix store; `chatmail-dns-zone`
 # prints the DNS record for it.
 { config, lib, ... }:
@@ -15,8 +15,9 @@ in
       type = lib.types.bool;
       default = true;
       description = ''
-        Whether outgoing mail is DKIM-signed and incoming mail must carry a valid DKIM signature
-        (OpenDKIM; mail without one, or with a bad one, is refused with 550 as upstream does).
+        Whether outgoing mail, bounces included, is DKIM-signed (OpenDKIM) and incoming mail must
+        carry a valid DKIM signature whose domain is the domain of its From address (filtermail;
+        refused with `554 5.7.1` otherwise, as upstream does).
       '';
     };
     selector = lib.mkOption {

@@ -84,8 +84,27 @@ let
     RestrictAddressFamilies = [ "AF_UNIX" ];
   };
 
-  # filtermail talks SMTP, chatmail-newemail HTTP (to nginx), on loopback only (AF_UNIX:
-  # filtermail's asyncio event loop wakes itself up through a socketpair).
+  # filtermail's milters: a unix socket in a directory that only vmail and Postfix's group enter
+  # (modules/chatmaild.nix makes it; the socket itself is 0666). The outgoing one needs nothing
+  # else; the incoming one asks DNS for DKIM keys, wherever the resolver is.
+  milterSocket = socket: {
+    ReadWritePaths = [ (dirOf socket) ];
+  };
+  unixOnly = {
+    PrivateNetwork = true;
+    IPAddressDeny = "any";
+    RestrictAddressFamilies = [ "AF_UNIX" ];
+  };
+  resolverAccess = {
+    RestrictAddressFamilies = [
+      "AF_UNIX"
+      "AF_INET"
+      "AF_INET6"
+    ];
+  };
+
+  # chatmail-newemail talks HTTP (to nginx) on loopback only (AF_UNIX: an asyncio event loop
+  # wakes itself up through a socketpair).
   loopbackOnly = {
     RestrictAddressFamilies = [
       "AF_UNIX"
@@ -118,14 +137,16 @@ let
       description = "chatmail account database for Dovecot (doveauth)";
       serviceConfig = daemon daemons.doveauth (maildirsOnly // socketDirectory paths.doveauthSocket);
     };
-    # Postfix's before-queue filters: outgoing from submission, incoming from port 25.
+    # Postfix's milters: outgoing on submission, incoming on port 25.
     filtermail = {
       description = "chatmail filter for outgoing mail (filtermail)";
-      serviceConfig = daemon daemons.filtermail loopbackOnly;
+      serviceConfig = daemon daemons.filtermail (unixOnly // milterSocket paths.filtermailSocket);
     };
     filtermail-incoming = {
       description = "chatmail filter for incoming mail (filtermail)";
-      serviceConfig = daemon daemons.filtermail-incoming loopbackOnly;
+      serviceConfig = daemon daemons.filtermail-incoming (
+        resolverAccess // milterSocket paths.filtermailIncomingSocket
+      );
     };
     # IMAP METADATA for Dovecot (push tokens, in the maildirs) and the push notifications
     # themselves: HTTPS to the notification service, wherever it is.

@@ -98,6 +98,8 @@ def dkim_policy(args: argparse.Namespace) -> dict:
                                                   sign(lib.encrypted_message(own, [target.addr]), key, args.domain)),
         "unsigned_mailer_daemon": port25(relay, "", target.addr, report),
         "signed_mailer_daemon": port25(relay, "", target.addr, sign(report, key, args.other)),
+        "tampered": port25(relay, other, target.addr,
+                           sign(lib.encrypted_message(other, [target.addr]), key, args.other) + b"appended\r\n"),
         # a list-style envelope sender that is not the From address
         "genuine": port25(relay, f"bounces+x@{args.other}", target.addr, sign(genuine, key, args.other)),
     }

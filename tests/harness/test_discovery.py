@@ -107,25 +107,23 @@ def test_zone_check_notices_a_wrong_dkim_key(relays: LocalRelays, tmp_path: Path
     assert dkim_lines and not any(line.startswith("ok") for line in dkim_lines), result.stdout
 
 
-def test_dkim_signed_verified_and_tampering_refused(relays: LocalRelays) -> None:
+def test_mail_between_relays_is_signed_verified_and_delivered_without_trace(relays: LocalRelays) -> None:
+    # the receiving relay refuses unsigned mail (next test) and mail whose signature does not
+    # verify (tests/harness/test_mail_policy.py): this one arrived, so it was signed and verified
     found = client_check(relays, "dkim", "chat2.test", DISCOVERY_DOMAIN)
     headers = re.sub(r"\r?\n[ \t]+", " ", found["delivered_headers"])  # unfolded
-    assert re.search(r"^DKIM-Signature: .*d=chat2\.test; s=opendkim;", headers, re.MULTILINE)
-    assert re.search(rf"^Authentication-Results: {re.escape(DISCOVERY_DOMAIN)};\s+dkim=pass "
-                     r"(\([^)]*\) )?header\.d=chat2\.test", headers, re.MULTILINE), headers
+    # header privacy at delivery (upstream 1.10+): no trace or DKIM headers in the copy
+    assert not re.search(r"^(Received|DKIM-Signature|Authentication-Results):", headers,
+                         re.MULTILINE | re.IGNORECASE), headers
     # header privacy on submission: the submitting client's address and software stay behind
-    assert "198.18.0.2" not in headers
+    assert "198.18." not in headers
     assert not re.search(r"^(User-Agent|X-Mailer|X-Originating-IP):", headers,
                          re.MULTILINE | re.IGNORECASE)
-    # the same mail once more through port 25 passes; with one more body line it is refused
-    assert found["resent"]["code"] == 250, found["resent"]
-    assert found["tampered"]["code"] == 550 and "DKIM" in found["tampered"]["reply"], found
 
 
 def test_unsigned_mail_from_another_relay_is_refused(relays: LocalRelays) -> None:
-    # the DKIM test's resend/tamper pair shows verification; this one shows a signature is needed
     found = client_check(relays, "unsigned", "chat.test", DISCOVERY_DOMAIN)
-    assert found["code"] == 550 and "DKIM" in found["reply"], found
+    assert found == {"code": 554, "reply": "5.7.1 No DKIM signature found"}, found
 
 
 @pytest.mark.parametrize("domain", ["chat.test", DISCOVERY_DOMAIN])

@@ -79,6 +79,7 @@ def test_port_25_needs_a_dkim_signature_of_the_from_domain(pair: Pair) -> None:
     assert found["unsigned"] == refused
     assert found["forged_from_signed_by_other"] == invalid
     assert found["forged_from_claiming_own_domain"] == invalid
+    assert found["tampered"] == invalid
     assert found["unsigned_mailer_daemon"] == refused
     assert found["signed_mailer_daemon"]["code"] == 250
     assert found["genuine"]["code"] == 250

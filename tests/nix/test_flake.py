@@ -49,7 +49,7 @@ def test_outputs(flake):
 def test_chatmaild_package(flake):
     package = flake["chatmaild"]
     assert (package["pname"], package["version"], package["pyproject"]) == ("chatmaild", "0.1.0", True)
-    assert package["dependencies"] == ["aiosmtpd", "filelock", "crypt-r"]
+    assert package["dependencies"] == ["aiosmtpd", "filelock", "dkimpy", "dnspython", "crypt-r"]
     assert package["buildSystem"] == ["setuptools"]
     assert {"pytestCheckHook", "hypothesis", "imapclient",
             "openssl", "opendkim", "bind"} <= set(package["checkInputs"])

@@ -96,12 +96,15 @@ def test_postfix_gets_the_rendered_config(summary):
                                              "/var/lib/chatmail-tls/cert.pem"]
     assert main["smtp_tls_CAfile"] == "/etc/ssl/certs/ca-certificates.crt"
     master = postfix["master"]
-    assert master_args(master["smtp_inet"])["smtpd_proxy_filter"] == "127.0.0.1:10081"
-    assert master_args(master["submission"])["smtpd_proxy_filter"] == "127.0.0.1:10080"
+    assert master_args(master["smtp_inet"])["smtpd_milters"] == "unix:/run/filtermail/incoming.sock"
+    assert master_args(master["submission"])["smtpd_milters"] == (
+        "unix:/run/filtermail/outgoing.sock,unix:/run/opendkim/opendkim.sock")
     assert master_args(master["submissions"])["smtpd_tls_wrappermode"] == "yes"
     # nixpkgs' own relay entry is replaced, not appended to: its args appear once.
     assert master["relay"]["args"] == ["-o", "smtp_fallback_relay="]
-    assert master["reinject"]["name"] == "127.0.0.1:10025"
+    assert "reinject" not in master and "reinject_incoming" not in master
+    assert main["milter_default_action"] == "tempfail"
+    assert main["non_smtpd_milters"] == ["unix:/run/opendkim/opendkim.sock"]
 
 
 def test_postfix_accepts_config_as_nixpkgs_writes_it(summary, tmp_path):
@@ -232,8 +235,10 @@ def test_daemons_run_hardened_from_the_package(summary):
     package_bin = "/nix/store/00000000000000000000000000000000-chatmaild-0.1.0/bin"
     expected = {
         "doveauth": f"{package_bin}/doveauth /run/doveauth/doveauth.socket /etc/chatmail/chatmail.ini",
-        "filtermail": f"{package_bin}/filtermail /etc/chatmail/chatmail.ini outgoing",
-        "filtermail-incoming": f"{package_bin}/filtermail /etc/chatmail/chatmail.ini incoming",
+        "filtermail": f"{package_bin}/filtermail /etc/chatmail/chatmail.ini outgoing-milter"
+                      " /run/filtermail/outgoing.sock",
+        "filtermail-incoming": f"{package_bin}/filtermail /etc/chatmail/chatmail.ini incoming-milter"
+                               " /run/filtermail/incoming.sock",
         "chatmail-metadata": f"{package_bin}/chatmail-metadata /run/chatmail-metadata/metadata.socket"
                              " /etc/chatmail/chatmail.ini"
                              " --notify-url https://notifications.delta.chat/notify",
@@ -259,8 +264,14 @@ def test_daemons_run_hardened_from_the_package(summary):
     assert "PrivateNetwork" not in metadata  # it POSTs to the notification service
     for name in ("filtermail", "filtermail-incoming"):
         unit = services[name]["serviceConfig"]
-        assert "ReadWritePaths" not in unit
-        assert unit["IPAddressAllow"] == "localhost" and unit["IPAddressDeny"] == "any"
+        assert unit["ReadWritePaths"] == ["/run/filtermail"]  # the milter sockets, nothing else
+        assert "postfix.service" in services[name]["before"]
+    # outgoing: the socket only; incoming asks the resolver for DKIM keys
+    assert services["filtermail"]["serviceConfig"]["PrivateNetwork"] is True
+    assert services["filtermail"]["serviceConfig"]["RestrictAddressFamilies"] == ["AF_UNIX"]
+    assert "AF_INET" in services["filtermail-incoming"]["serviceConfig"]["RestrictAddressFamilies"]
+    # vmail makes the sockets, Postfix's group may enter
+    assert "d /run/filtermail 0750 vmail postfix -" in summary["rules"]
 
 
 def test_expire_job_runs_daily_on_the_maildirs_only(summary):
@@ -354,8 +365,7 @@ def test_acme(tmp_path, dovecot_generation):
 
 def test_settings_and_escape_hatches_reach_the_configs(tmp_path):
     summary = evaluate(relay(
-        settings={"max_message_size": 1000, "filtermail_smtp_port": 20080, "www_folder": "/srv/www",
-                  "passthrough_recipients": ["@example.net"]},
+        settings={"max_message_size": 1000, "filtermail_smtp_port": 20080, "www_folder": "/srv/www"},
         mailboxesDir="/srv/mail",
         postfix={"main": {"smtpd_peername_lookup": None, "smtp_host_lookup": "native"},
                  "master": {"submission": {"maxproc": 7}}},
@@ -365,11 +375,10 @@ def test_settings_and_escape_hatches_reach_the_configs(tmp_path):
     assert main["message_size_limit"] == 1000
     assert "smtpd_peername_lookup" not in main and main["smtp_host_lookup"] == "native"
     assert master["submission"]["maxproc"] == 7
-    assert master_args(master["submission"])["smtpd_proxy_filter"] == "127.0.0.1:20080"
     assert summary["dovecot"]["settings"]["service imap-login"]["process_min_avail"] == 1
     ini = summary["etc"]["chatmail/chatmail.ini"]
     assert "www_folder = /srv/www\n" in ini  # freeform key
-    assert "passthrough_recipients = @example.net\n" in ini
+    assert "filtermail_smtp_port = 20080\n" in ini  # for filtermail's SMTP mode; unused here
     assert "mailboxes_dir = /srv/mail\n" in ini
     assert summary["services"]["doveauth"]["serviceConfig"]["ReadWritePaths"] == ["/srv/mail"]
 
@@ -398,6 +407,10 @@ def test_maildirs_under_home_stay_reachable(tmp_path):
     (relay(settings={"filtermail_smtp_port": 10026}),
      "settings.filtermail_smtp_port = 10026 collides with postfix_reinject_port_incoming"),
     (relay(settings={"postfix_reinject_port": 587}), "collides with the submission listener"),
+    (relay(settings={"passthrough_recipients": ["@example.net"]}),
+     "services.chatmail: settings.passthrough_recipients is no longer supported: upstream chatmail relay"
+     " 1.11 removed passthrough senders and recipients, so that unencrypted mail never passes;"
+     " remove the setting."),
     (relay(settings={"mailboxes_dir": "/srv/mail"}),
      "services.chatmail.settings.mailboxes_dir is not used; set services.chatmail.mailboxesDir instead."),
     (relay(settings={"mail_domain": "x.test"}), "set services.chatmail.domain instead."),

@@ -147,7 +147,7 @@ def test_opendkim(tmp_path):
         "keyPath": "/var/lib/opendkim/keys", "selector": "opendkim",
         "configFile": "/etc/opendkim/chatmail.conf"}
     conf = summary["etc"]["opendkim/chatmail.conf"]
-    assert "MTA ORIGINATING\n" in conf and "On-NoSignature reject\n" in conf
+    assert "MTA ORIGINATING\n" in conf and "Mode s\n" in conf
     # options nixpkgs passes on the command line stay out of the file
     assert not any(line.split()[0] in ("Domain", "KeyFile", "Selector", "Socket")
                    for line in conf.splitlines())
@@ -156,9 +156,12 @@ def test_opendkim(tmp_path):
     assert unit["UMask"] == "0007"
     assert "opendkim.service" in summary["services"]["postfix"]["after"]
     master = summary["postfix"]["master"]
-    assert master_args(master["reinject"])["smtpd_milters"] == f"unix:{SOCKET}"
-    assert master_args(master["reinject"])["milter_macro_daemon_name"] == "ORIGINATING"
-    assert master_args(master["reinject_incoming"])["milter_macro_daemon_name"] == "INCOMING"
+    for service in ("submission", "submissions"):
+        assert master_args(master[service])["smtpd_milters"].endswith(f",unix:{SOCKET}")
+        assert master_args(master[service])["milter_macro_daemon_name"] == "ORIGINATING"
+    main = summary["postfix"]["main"]
+    assert main["non_smtpd_milters"] == [f"unix:{SOCKET}"]
+    assert main["internal_mail_filter_classes"] == ["bounce", "notify"]
 
 
 def test_dkim_selector(tmp_path):
@@ -170,8 +173,11 @@ def test_dkim_off(tmp_path):
     summary = evaluate(relay(dkim={"enable": False}), tmp_path)
     assert summary["opendkim"] == {}
     master = summary["postfix"]["master"]
-    for service in ("reinject", "reinject_incoming"):
-        assert "smtpd_milters" not in master_args(master[service])
+    # filtermail stays; it no longer asks for DKIM signatures of incoming mail
+    assert master_args(master["submission"])["smtpd_milters"] == "unix:/run/filtermail/outgoing.sock"
+    assert summary["postfix"]["main"]["non_smtpd_milters"] == []
+    incoming = summary["services"]["filtermail-incoming"]["serviceConfig"]["ExecStart"]
+    assert incoming.endswith(" incoming-milter /run/filtermail/incoming.sock --skip-dkim")
 
 
 def test_flake_app_dns_zone():

@@ -39,8 +39,6 @@ CHANGED_SETTINGS: dict[str, Any] = {
     "username_min_length": 6,
     "username_max_length": 12,
     "password_min_length": 12,
-    "passthrough_senders": ["bot@x.test"],
-    "passthrough_recipients": ["echo@x.test", "@y.test"],
     "filtermail_smtp_port": 20080,
     "postfix_reinject_port": 20025,
     "filtermail_smtp_port_incoming": 20081,
@@ -203,11 +201,11 @@ def test_postfix_defers_when_filtermail_is_down(tls_files):
 
 
 def run_postfix_without_filtermail(tmp_path: Path, tls_files: dict[str, str]) -> None:
-    smtp, submission, submissions, *internal = free_ports(7)
+    smtp, submission, submissions = free_ports(3)
+    milter = tmp_path / "filtermail-incoming.sock"  # nobody listens
     params = local_params(
         tmp_path, tls_files,
-        settings=dict(zip(["filtermail_smtp_port", "filtermail_smtp_port_incoming",
-                           "postfix_reinject_port", "postfix_reinject_port_incoming"], internal)),
+        paths={"filtermailIncomingSocket": str(milter)},
         postfixMain={"maillog_file": str(tmp_path / "maillog"),
                      "maillog_file_prefixes": str(tmp_path),
                      "multi_instance_name": f"postfix-render-test-{os.getpid()}",
@@ -229,13 +227,16 @@ def run_postfix_without_filtermail(tmp_path: Path, tls_files: dict[str, str]) ->
         tls.check_hostname = False  # connected by address; the chain is still verified
         with smtplib.SMTP("127.0.0.1", smtp, local_hostname="client.example.org",
                           timeout=30) as client:
-            client.starttls(context=tls)
-            client.ehlo("client.example.org")
-            assert client.mail("sender@elsewhere.example.org")[0] == 250
-            code, message = client.rcpt(f"abcdefghi@{DOMAIN}")
-        assert code == 451, message
+            # milter_default_action = tempfail: every command of the session is deferred
+            # (STARTTLS with 454, the others with 451)
+            try:
+                client.starttls(context=tls)
+                code, message = client.mail("sender@elsewhere.example.org")
+            except smtplib.SMTPResponseException as error:
+                code, message = error.smtp_code, error.smtp_error
+        assert code in (451, 454), message
         # postlogd writes the log asynchronously
-        expected = f"connect to proxy filter 127.0.0.1:{internal[1]}: Connection refused"
+        expected = f"connect to Milter service unix:{milter}"
         deadline = time.monotonic() + 10
         while expected not in (tmp_path / "maillog").read_text():
             assert time.monotonic() < deadline, (tmp_path / "maillog").read_text()
@@ -275,28 +276,34 @@ def test_postfix_relay_defaults(tmp_path):
     assert master_args(result, "smtp_inet") == {
         "smtpd_tls_security_level": "encrypt",
         "smtpd_tls_mandatory_protocols": ">=TLSv1.2",
-        "smtpd_proxy_filter": "127.0.0.1:10081",
+        "smtpd_milters": "unix:/run/filtermail/incoming.sock",
+        "cleanup_service_name": "incomingclean",
     }
     for service, extra in (("submission", "smtpd_tls_auth_only"),
                            ("submissions", "smtpd_tls_wrappermode")):
         args = master_args(result, service)
         assert result["postfixMaster"][service]["type"] == "inet"
-        assert args["smtpd_proxy_filter"] == "127.0.0.1:10080"
+        # filtermail checks, then OpenDKIM signs; no proxy filter, no re-injection
+        assert args["smtpd_milters"] == "unix:/run/filtermail/outgoing.sock,unix:/run/opendkim/opendkim.sock"
+        assert args["cleanup_service_name"] == "authclean"
+        assert "smtpd_proxy_filter" not in args
         assert args["smtpd_sasl_type"] == "dovecot"
         assert args["smtpd_sasl_path"] == "private/auth"
         assert args["smtpd_tls_security_level"] == "encrypt"
         assert args["smtpd_sender_restrictions"] == "$mua_sender_restrictions"
         assert args[extra] == "yes"
-    assert result["postfixMaster"]["reinject"]["name"] == "127.0.0.1:10025"
-    assert master_args(result, "reinject")["cleanup_service_name"] == "authclean"
-    assert result["postfixMaster"]["reinject_incoming"]["name"] == "127.0.0.1:10026"
+    assert not [name for name, entry in result["postfixMaster"].items()
+                if entry.get("name", name).startswith("127.0.0.1:")], "a re-injection service"
     assert master_args(result, "authclean") == {"header_checks": "$mua_header_checks"}
+    assert master_args(result, "incomingclean") == {
+        "header_checks": "$incoming_header_checks", "mime_header_checks": "", "nested_header_checks": ""}
+    assert main["milter_default_action"] == "tempfail"
 
 
 def test_master_cf_text_matches_entries(tmp_path):
     text = render({"domain": DOMAIN}, tmp_path)["masterCf"]
-    assert "\nsmtp inet n - - - - smtpd\n  -o smtpd_proxy_filter=127.0.0.1:10081\n" in text
-    assert "\n127.0.0.1:10025 inet n - n - 100 smtpd\n" in text
+    assert "\nsmtp inet n - - - - smtpd\n  -o cleanup_service_name=incomingclean\n" in text
+    assert "\n  -o smtpd_milters=unix:/run/filtermail/incoming.sock\n" in text
     assert "\ntlsmgr unix - - - 1000? 1 tlsmgr\n" in text
     assert "\nlocal unix - n - - - local\n" in text
 
@@ -312,11 +319,8 @@ def test_changed_settings_reach_every_config(tmp_path):
     assert result["problems"] == []
     assert result["postfixMain"]["message_size_limit"] == 1000000
     assert result["postfixMain"]["inet_protocols"] == "ipv4"
-    assert master_args(result, "smtp_inet")["smtpd_proxy_filter"] == "127.0.0.1:20081"
-    assert master_args(result, "submission")["smtpd_proxy_filter"] == "127.0.0.1:20080"
-    assert master_args(result, "submissions")["smtpd_proxy_filter"] == "127.0.0.1:20080"
-    assert result["postfixMaster"]["reinject"]["name"] == "127.0.0.1:20025"
-    assert result["postfixMaster"]["reinject_incoming"]["name"] == "127.0.0.1:20026"
+    # the filter ports are upstream's SMTP mode's: in chatmail.ini, not in master.cf
+    assert "20081" not in result["masterCf"] and "20080" not in result["masterCf"]
 
     dovecot = result["dovecot"]
     assert dovecot["plugin"]["quota_rule"] == "*:storage=2G"
@@ -411,8 +415,10 @@ def test_daemon_command_lines(tmp_path):
                                                  "configFile": "/c/chatmail.ini"}}, tmp_path)
     assert result["daemons"] == {
         "doveauth": ["/opt/cm/bin/doveauth", "/run/doveauth/doveauth.socket", "/c/chatmail.ini"],
-        "filtermail": ["/opt/cm/bin/filtermail", "/c/chatmail.ini", "outgoing"],
-        "filtermail-incoming": ["/opt/cm/bin/filtermail", "/c/chatmail.ini", "incoming"],
+        "filtermail": ["/opt/cm/bin/filtermail", "/c/chatmail.ini", "outgoing-milter",
+                       "/run/filtermail/outgoing.sock"],
+        "filtermail-incoming": ["/opt/cm/bin/filtermail", "/c/chatmail.ini", "incoming-milter",
+                                "/run/filtermail/incoming.sock"],
         "metadata": ["/opt/cm/bin/chatmail-metadata", "/run/chatmail-metadata/metadata.socket",
                      "/c/chatmail.ini", "--notify-url", "https://notifications.delta.chat/notify"],
         "turn-credentials": ["/opt/cm/bin/chatmail-turn-credentials", "/run/chatmail-turn/turn.socket",
@@ -504,6 +510,9 @@ def test_bad_domains_are_problems(tmp_path, domain):
     ({"filtermail_smtp_port": 10025}, "collides with postfix_reinject_port"),
     ({"postfix_reinject_port_incoming": 993}, "collides with the imaps listener"),
     ({"filtermail_smtp_port": 70000}, "is not a TCP port"),
+    ({"passthrough_senders": ["bot@x.test"]},
+     "settings.passthrough_senders is no longer supported: upstream chatmail relay 1.11 removed"),
+    ({"passthrough_recipients": []}, "settings.passthrough_recipients is no longer supported"),
 ])
 def test_bad_settings_are_problems(tmp_path, settings, message):
     problems = render({"domain": DOMAIN, "settings": settings}, tmp_path)["problems"]

@@ -174,16 +174,23 @@ def test_debian_opendkim_accepts_config(safe_dir):
     assert opendkim_check(result["opendkim"]["conf"], safe_dir).returncode != 0
 
 
-def test_postfix_signs_outgoing_and_verifies_incoming(tmp_path):
+def test_opendkim_signs_submissions_and_notices_and_filtermail_verifies(tmp_path):
     result = render({"domain": DOMAIN}, tmp_path)
-    master = result["postfixMaster"]
+    master, main = result["postfixMaster"], result["postfixMain"]
     socket = "unix:/run/opendkim/opendkim.sock"
-    assert f"smtpd_milters={socket}" in master["reinject"]["args"]
-    assert "milter_macro_daemon_name=ORIGINATING" in master["reinject"]["args"]
-    assert f"smtpd_milters={socket}" in master["reinject_incoming"]["args"]
-    assert "milter_macro_daemon_name=INCOMING" in master["reinject_incoming"]["args"]
+    for service in ("submission", "submissions"):
+        # after filtermail: only what it let through gets signed
+        assert f"smtpd_milters=unix:/run/filtermail/outgoing.sock,{socket}" in master[service]["args"]
+        assert "milter_macro_daemon_name=ORIGINATING" in master[service]["args"]
+    assert socket not in " ".join(master["smtp_inet"]["args"])
+    # bounces and postmaster notices (upstream 1.11 signs bounces)
+    assert main["non_smtpd_milters"] == [socket]
+    assert main["internal_mail_filter_classes"] == ["bounce", "notify"]
+    assert main["milter_macro_daemon_name"] == "ORIGINATING"
     settings = result["discovery"]["opendkim"]["settings"]
-    assert settings["MTA"] == "ORIGINATING"  # only the outgoing daemon name signs
+    assert settings["MTA"] == "ORIGINATING" and settings["Mode"] == "s"
+    assert "incoming-milter" in result["daemons"]["filtermail-incoming"]
+    assert "--skip-dkim" not in result["daemons"]["filtermail-incoming"]
 
 
 def test_submission_header_privacy(tmp_path):
@@ -205,7 +212,9 @@ def test_newemail_command_line(tmp_path):
     assert result["newemail"][-1] == "127.0.0.1:3691"
 
 
-def test_dkim_off_removes_the_milters(tmp_path):
-    master = render({"domain": DOMAIN, "discovery": {"dkim": False}}, tmp_path)["postfixMaster"]
-    for service in ("reinject", "reinject_incoming"):
-        assert not any("milter" in arg for arg in master[service]["args"])
+def test_dkim_off_removes_opendkim_and_the_dkim_check(tmp_path):
+    result = render({"domain": DOMAIN, "discovery": {"dkim": False}}, tmp_path)
+    assert not any("opendkim" in arg for entry in result["postfixMaster"].values()
+                   for arg in entry.get("args", []))
+    assert result["postfixMain"]["non_smtpd_milters"] == []
+    assert result["daemons"]["filtermail-incoming"][-1] == "--skip-dkim"

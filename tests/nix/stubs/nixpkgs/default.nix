@@ -49,6 +49,8 @@ let
             # present here so that the tests see pkgs/chatmaild use its own crypt-r regardless
             "crypt-r"
             "aiosmtpd"
+            "dkimpy"
+            "dnspython"
             "filelock"
             "hypothesis"
             "imapclient"
