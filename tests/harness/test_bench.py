@@ -3,6 +3,8 @@ every key present, every figure a number. No timing thresholds: figures are the 
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import json
 import subprocess
 import sys
@@ -26,3 +28,35 @@ def test_bench_quick_json_has_every_figure() -> None:
     for daemon in DAEMONS:
         assert isinstance(figures["rss_mb"][daemon], (int, float)) and figures["rss_mb"][daemon] > 0, figures["rss_mb"]
     assert "raised" in result.stderr + result.stdout  # the benchmark says it raised the send rate
+    # CPU per message of each kind of process, Postfix's included, for both relays
+    for relay in ("bench.test", "nofilter.test"):
+        processes = figures["process_cpu_ms_per_msg"][relay]
+        for name in ("postfix/smtpd", "postfix/cleanup", "dovecot/lmtp"):
+            assert isinstance(processes[name], (int, float)), (relay, processes)
+    assert figures["process_cpu_ms_per_msg"]["bench.test"]["filtermail"] > 0
+
+
+def load_bench():
+    loader = importlib.machinery.SourceFileLoader("bench_script", str(REPO / "scripts" / "bench"))
+    spec = importlib.util.spec_from_loader("bench_script", loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_script"] = module  # dataclasses look their module up there
+    loader.exec_module(module)
+    return module
+
+
+def test_nofilter_relay_keeps_every_milter_but_filtermail() -> None:
+    bench = load_bench()
+    args = ["-o", "syslog_name=postfix/submission", "-o",
+            "smtpd_milters=unix:/r/filtermail.sock,unix:/r/opendkim.sock", "-o", "smtpd_sasl_auth_enable=yes"]
+    assert bench.without_filtermail(args) == [
+        "-o", "syslog_name=postfix/submission", "-o", "smtpd_milters=unix:/r/opendkim.sock",
+        "-o", "smtpd_sasl_auth_enable=yes"]
+    assert bench.without_filtermail(["-o", "smtpd_milters=unix:/r/filtermail.sock", "-o", "a=b"]) == ["-o", "a=b"]
+
+
+def test_cpu_by_label_counts_new_processes_in_full_and_reused_pids_afresh() -> None:
+    bench = load_bench()
+    before = {1: ("postfix/smtpd", 2.0), 2: ("postfix/cleanup", 1.0), 3: ("filtermail", 5.0)}
+    after = {1: ("postfix/smtpd", 2.5), 2: ("dovecot/lmtp", 0.25), 4: ("postfix/smtpd", 0.5), 3: ("filtermail", 5.0)}
+    assert bench.cpu_by_label(before, after) == {"postfix/smtpd": 1.0, "dovecot/lmtp": 0.25, "filtermail": 0.0}

@@ -291,6 +291,76 @@ def measure_filtermail(workdir: Path, seconds: float) -> dict[str, float]:
     return figures
 
 
+def _milter_loop(socket_path: str, sender: str, data: bytes, seconds: float) -> int:
+    """One message per milter connection (Postfix opens one per SMTP session); return how many
+    were accepted."""
+    from .milter import MilterClient
+
+    done = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        client = MilterClient(socket_path, timeout=60)
+        if not client.transaction(sender, ["bob@example.org"], data, login=sender).accepted:
+            raise RuntimeError("the milter refused a benchmark message")
+        client.close()
+        done += 1
+    return done
+
+
+def milter_messages_per_second(server_pid: int, socket_path: str, clients: int, seconds: float) -> tuple[float, float]:
+    """(messages per second, server CPU milliseconds per message) of a milter on ``socket_path``
+    for 10 KB encrypted messages, ``clients`` connections at a time."""
+    senders = [f"bench{i}@{MAIL_DOMAIN}" for i in range(clients)]
+    jobs = [(socket_path, s, to_bytes(make_encrypted_message(s, "bob@example.org", payload_size=7000)), seconds)
+            for s in senders]
+    with multiprocessing.get_context("fork").Pool(clients) as pool:
+        cpu_before = cpu_seconds(server_pid)
+        started = time.monotonic()
+        count = sum(pool.starmap(_milter_loop, jobs))
+        elapsed = time.monotonic() - started
+        cpu = cpu_seconds(server_pid) - cpu_before
+    return count / elapsed, cpu / count * 1000
+
+
+def wait_for_unix_socket(path: Path, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.connect(str(path))
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the milter did not start:\n{log.read_text()}") from None
+            time.sleep(0.02)
+
+
+def measure_filtermail_milter(workdir: Path, seconds: float) -> dict[str, float]:
+    """filtermail's outgoing milter (as submission uses it): ``msgs_per_s_{n}`` and ``cpu_ms_{n}``
+    for n = 1 and 8 connections at a time."""
+    inipath = workdir / "chatmail.ini"
+    inipath.write_text(
+        f"[params]\nmail_domain = {MAIL_DOMAIN}\nmailboxes_dir = {workdir}/mail\n"
+        f"max_user_send_per_minute = {RAISED_SEND_RATE}\nmax_user_send_burst_size = {RAISED_SEND_RATE}\n"
+    )
+    socket_path, log = workdir / "filtermail.sock", workdir / "filtermail-milter.log"
+    with log.open("ab") as output:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chatmaild.filtermail", str(inipath), "outgoing-milter", str(socket_path)],
+            stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+        )
+    figures: dict[str, float] = {}
+    try:
+        wait_for_unix_socket(socket_path, proc, log)
+        for n in (1, 8):
+            figures[f"msgs_per_s_{n}"], figures[f"cpu_ms_{n}"] = milter_messages_per_second(
+                proc.pid, str(socket_path), n, seconds)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return figures
+
+
 def bench_filtermail(workdir: Path, seconds: float) -> dict[str, str]:
     f = measure_filtermail(workdir, seconds)
     figures = {"filtermail rate limit for the benchmark": f"raised to {RAISED_SEND_RATE}/min (the default 60/min, burst 10, caps one sender)"}
@@ -301,6 +371,10 @@ def bench_filtermail(workdir: Path, seconds: float) -> dict[str, str]:
     figures[f"filtermail one 10 KB message ({f['small_bytes']:,.0f} B), ms via filtermail / sink alone"] = f"{f['small_ms']:.1f} / {f['small_sink_ms']:.1f}"
     figures[f"filtermail one 10 MB message ({f['big_bytes']:,.0f} B), ms via filtermail / sink alone"] = f"{f['big_ms']:.0f} / {f['big_sink_ms']:.0f}"
     figures["filtermail RSS idle / after benchmark / peak (MiB)"] = f"{f['rss_idle_mb']:.1f} / {f['rss_mb']:.1f} / {f['rss_peak_mb']:.1f}"
+    m = measure_filtermail_milter(workdir, seconds)
+    for n in (1, 8):
+        figures[f"filtermail milter msgs/s, 10 KB, {n} connection(s)"] = (
+            f"{m[f'msgs_per_s_{n}']:,.0f}; {m[f'cpu_ms_{n}']:.2f} ms filtermail CPU each")
     return figures
 
 
