@@ -362,6 +362,11 @@ let
     # Milters (filtermail, OpenDKIM; master.cf names them per smtpd): one that is down or does
     # not answer makes Postfix defer (451 4.7.1), never pass a mail unchecked.
     milter_default_action = "tempfail";
+    # filtermail answers at once (its DKIM key lookups give up after 20 s): a milter that hangs
+    # makes Postfix defer after these, not after Postfix's defaults of 30 s and 300 s
+    milter_connect_timeout = "10s";
+    milter_command_timeout = "10s";
+    milter_content_timeout = "60s";
     # DKIM-sign mail that Postfix generates itself (bounces, postmaster notices; upstream
     # 1.11), which bypasses smtpd: OpenDKIM signs what comes with the daemon name ORIGINATING.
     milter_macro_daemon_name = "ORIGINATING";

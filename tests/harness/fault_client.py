@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Client side of tests/harness/test_faults.py, run in the harness' client namespace.
 
-    fault_client.py stream --domain D --ca CA --count N --interval S --ready FILE
-        creates senders and recipients, touches FILE, then submits N encrypted messages, one
-        every S seconds, round robin; prints one JSON object: accepted Message-IDs and recipients,
-        reply codes of the deferred and refused ones.
+    fault_client.py stream --domain D [--recipient-domain R] --ca CA --count N --interval S --ready FILE
+        creates senders (on D) and recipients (on R, default D), touches FILE, then submits N
+        encrypted messages, one every S seconds, round robin; prints one JSON object: accepted
+        Message-IDs and recipients, reply codes of the deferred and refused ones.
     fault_client.py logins --domain D --ca CA --concurrent N
         N concurrent first logins of one new account with one password, then N of another new
         account with N different passwords; prints which logins were accepted (JSON).
@@ -32,7 +32,8 @@ RECIPIENTS = 4
 def stream(args: argparse.Namespace) -> dict:
     relay = lib.Relay(args.domain, args.ca)
     senders = [lib.create_account(relay) for _ in range(SENDERS)]
-    recipients = [lib.create_account(relay) for _ in range(RECIPIENTS)]
+    receiving = lib.Relay(args.recipient_domain or args.domain, args.ca)
+    recipients = [lib.create_account(receiving) for _ in range(RECIPIENTS)]
     Path(args.ready).write_text("ready\n")
     accepted: list[tuple[str, str]] = []
     deferred: list[int] = []
@@ -101,6 +102,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("command", choices=["stream", "logins"])
     parser.add_argument("--domain", required=True)
+    parser.add_argument("--recipient-domain")
     parser.add_argument("--ca")
     parser.add_argument("--count", type=int, default=60)
     parser.add_argument("--interval", type=float, default=0.25)
