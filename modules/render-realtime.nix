@@ -75,7 +75,7 @@ let
 
   # A credential lets every account holder relay traffic from this machine: never to loopback,
   # private, link-local or reserved addresses (coturn's recommended list), so TURN cannot reach
-  # the relay's own loopback services (Postfix's reinject ports trust 127.0.0.1).
+  # the relay's own loopback services (which may trust 127.0.0.1, as Postfix's mynetworks does).
   deniedPeers = [
     "0.0.0.0-0.255.255.255"
     "10.0.0.0-10.255.255.255"

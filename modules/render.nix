@@ -25,6 +25,9 @@
 #     configFile          chatmail.ini location              "/etc/chatmail/chatmail.ini"
 #     mailboxesDir        maildirs, one per address          "/var/lib/vmail/mail/<domain>"
 #     doveauthSocket      doveauth's dict socket             "/run/doveauth/doveauth.socket"
+#     filtermailSocket, filtermailIncomingSocket  filtermail's milter sockets (submission, port
+#                         25); their directory must let Postfix in
+#                                                            "/run/filtermail/{outgoing,incoming}.sock"
 #     metadataSocket      chatmail-metadata's dict socket (IMAP METADATA, push tokens)
 #                                                            "/run/chatmail-metadata/metadata.socket"
 #     pushNotificationLua where `pushNotificationLua` (Dovecot's LMTP push script) is installed
@@ -86,8 +89,9 @@
 #                 by chatmaild.config.read_config.
 #   daemons       argv lists of the chatmaild daemons (upstream command lines):
 #                 doveauth            = [ doveauth SOCKET INI ]
-#                 filtermail          = [ filtermail INI outgoing ]
-#                 filtermail-incoming = [ filtermail INI incoming ]
+#                 filtermail          = [ filtermail INI outgoing-milter SOCKET ]
+#                 filtermail-incoming = [ filtermail INI incoming-milter SOCKET [--skip-dkim] ]
+#                 (the milter mode; --skip-dkim when params.discovery.dkim is false)
 #                 metadata            = [ chatmail-metadata SOCKET INI --notify-url URL ]
 #                 turn-credentials    = [ chatmail-turn-credentials SOCKET --secret-file F … ]
 #                                       (only when params.turn.enable, the default)
@@ -100,7 +104,8 @@
 #   discovery     nginx (HTTPS site: autoconfig, MTA-STS, /new, index; port 80; ALPN on 443),
 #                 the files it serves, OpenDKIM, the chatmail-newemail argv: see
 #                 render-discovery.nix, which also documents params.discovery and its paths.
-#                 Its milter options are part of master.cf's reinject services.
+#                 OpenDKIM's socket is in the submission services' smtpd_milters and in
+#                 non_smtpd_milters (bounces, notices) when params.discovery.dkim is on.
 #   systemdUnits  the systemd services of the daemons, chatmail-newemail (run by the module only
 #                 with nginx) and the expire job (render-systemd.nix):
 #                 name -> { description; serviceConfig; text (the unit file) }.
@@ -108,7 +113,9 @@
 #                 (upstream runs it daily; it deletes by the settings delete_*_after, using the
 #                 last-login day that Dovecot's last_login plugin stores through doveauth).
 #   ports         { public = { smtp, submission, submissions, imap, imaps }; internal = the
-#                 four filter/reinject ports } for firewalls and checks.
+#                 four filter/reinject ports of chatmail.ini (filtermail's SMTP mode; master.cf
+#                 has none: filtermail is a milter on paths.filtermailSocket and
+#                 paths.filtermailIncomingSocket) } for firewalls and checks.
 params:
 let
   inherit (builtins)

@@ -65,7 +65,7 @@ def test_turn_credentials_allocate_a_relayed_address(relays: LocalRelays, turn_m
     peer = found["peer"]
     assert peer["peer_received"] == "ping through the relay" and peer["peer_saw_source"] == result["relayed"]
     assert peer["client_received"] == "pong from the peer"
-    # never into the relay's own loopback (Postfix trusts 127.0.0.1 on its reinject ports)
+    # never into the relay's own loopback (Postfix's mynetworks trusts 127.0.0.1)
     assert found["forbidden_peer"]["status"] == 403, found
 
 
