@@ -76,8 +76,11 @@ rec {
         for unit in ("postfix.service", "doveauth.service", "filtermail.service",
                      "filtermail-incoming.service", "chatmail-metadata.service"):
             machine.wait_for_unit(unit)
-        for port in (25, 143, 465, 587, 993, 10080, 10081):
+        for port in (25, 143, 465, 587, 993):
             machine.wait_for_open_port(port)
+        # filtermail's milters (no TCP port: Postfix talks to them on unix sockets)
+        for socket in ("/run/filtermail/outgoing.sock", "/run/filtermail/incoming.sock"):
+            machine.wait_for_file(socket)
 
     def scenario(script, *args):
         return client.succeed(
