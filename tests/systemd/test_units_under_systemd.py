@@ -36,6 +36,7 @@ STAGE = "/srv/chatmail-test"  # where the container sees the staged files
 VENV = Path(sys.prefix)  # the venv running this test: Debian's python, chatmaild installed
 ROOT_TIMEOUT = 900  # building the cached root (once)
 PROBE_TIMEOUT = 120
+NEWEMAIL_PORT = 3691  # render-discovery.nix's default
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +66,13 @@ def install_and_start(container: Container, rendered: dict) -> None:
     paths = rendered["paths"]
     container.run("sh", "-euc", f"""
         groupadd --system {paths['vmailGroup']}
+        groupadd --system {paths['postfixGroup']}
         useradd --system --gid {paths['vmailGroup']} --home-dir /var/lib/vmail \\
             --shell /usr/sbin/nologin {paths['vmailUser']}
         # as modules/chatmaild.nix's tmpfiles rules and environment.etc have them
         install -d -m 0750 -o {paths['vmailUser']} -g {paths['vmailGroup']} /var/lib/vmail
+        install -d -m 0750 -o {paths['vmailUser']} -g {paths['postfixGroup']} \\
+            {Path(paths['filtermailSocket']).parent}
         install -d -m 0700 -o {paths['vmailUser']} -g {paths['vmailGroup']} {paths['mailboxesDir']}
         install -D -m 0644 {STAGE}/chatmail.ini {paths['configFile']}
         # root's alone: systemd hands it to chatmail-turn-credentials (LoadCredential)
@@ -115,25 +119,22 @@ def container(rendered: dict, tmp_path_factory) -> Iterator[Container]:
 
 def daemon_endpoints(rendered: dict) -> dict:
     """Where each daemon listens: unix socket paths and loopback ports."""
-    settings, paths = rendered["settings"], rendered["paths"]
+    paths = rendered["paths"]
     return {
         "doveauth_socket": paths["doveauthSocket"],
         "metadata_socket": paths["metadataSocket"],
         "turn_socket": rendered["realtime"]["paths"]["turnSocket"],
-        "filtermail_port": settings["filtermail_smtp_port"],
-        "filtermail_incoming_port": settings["filtermail_smtp_port_incoming"],
+        "filtermail_socket": paths["filtermailSocket"],
+        "filtermail_incoming_socket": paths["filtermailIncomingSocket"],
         "newemail_port": rendered["discovery"]["ports"]["newemail"],
     }
 
 
 @pytest.fixture(scope="module")
 def probe(container: Container, rendered: dict) -> dict:
-    settings, paths = rendered["settings"], rendered["paths"]
+    paths = rendered["paths"]
     wait_listening(container, daemon_endpoints(rendered))
-    given = {**daemon_endpoints(rendered), "mailboxes_dir": paths["mailboxesDir"],
-             "reinject_port": settings["postfix_reinject_port"],
-             "reinject_incoming_port": settings["postfix_reinject_port_incoming"],
-             "push_port": PUSH_PORT}
+    given = {**daemon_endpoints(rendered), "mailboxes_dir": paths["mailboxesDir"], "push_port": PUSH_PORT}
     result = container.run(
         "setpriv", f"--reuid={paths['vmailUser']}", f"--regid={paths['vmailGroup']}", "--init-groups",
         str(VENV / "bin" / "python"), f"{STAGE}/unit_probe.py", json.dumps(given),
@@ -201,12 +202,12 @@ def test_each_daemon_serves(probe: dict) -> None:
     username, password = probe["turn"].strip().split(":")
     assert (username, password) == rest_credentials(TURN_SECRET, int(username) - DEFAULT_LIFETIME)
     assert metadata["turn"].startswith(f"O{DOMAIN}:3478:") and metadata["turn"].endswith("\n")
-    # filtermail: encrypted mail re-injected, cleartext refused; the incoming one reads the
-    # recipient's maildir (enforceE2EEincoming, made with the account) to refuse cleartext
-    for direction in ("filtermail", "filtermail_incoming"):
-        assert probe[direction]["replies"] == [250, 523], (direction, probe[direction])
-        (reinjected,) = probe[direction]["reinjected"]
-        assert reinjected["bytes"] == probe[direction]["encrypted_bytes"]
+    # filtermail's milters (outgoing: no network at all): encrypted mail accepted, cleartext
+    # refused; the incoming one reads the recipient's maildir (enforceE2EEincoming, made with the
+    # account) to refuse cleartext, and wants a DKIM signature of the From domain
+    assert probe["filtermail"]["replies"] == [250, 523], probe["filtermail"]
+    assert probe["filtermail_incoming"]["texts"] == [
+        "554 5.7.1 No DKIM signature found", "523 Encryption Needed: Invalid Unencrypted Mail"], probe
 
 
 def test_expire_job_runs_and_removes_old_mail(container: Container, probe: dict) -> None:
@@ -256,7 +257,7 @@ def test_the_confinement_mechanisms_work_in_this_container(container: Container)
         "with socket.socket() as s:\n"
         "    s.settimeout(3)\n"
         "    try:\n"
-        "        s.connect(('127.0.0.1', 10080))\n"  # filtermail listens there
+        f"        s.connect(('127.0.0.1', {NEWEMAIL_PORT}))\n"  # chatmail-newemail listens there
         "        print('connected')\n"
         "    except OSError as e:\n"
         "        print('refused' if isinstance(e, ConnectionRefusedError) else 'blocked')\n"

@@ -4,8 +4,9 @@ object with what came back. tests/systemd/test_units_under_systemd.py judges it.
 
     unit_probe.py JSON   (mailboxes_dir, the sockets and ports: see main())
 
-Stand-ins for the peers that are not there: an SMTP sink on each re-injection port (Postfix) and
-an HTTP endpoint on the push port (the notification service).
+Stand-ins for the peers that are not there: Postfix's side of the milter protocol
+(chatmaild.milter.MilterClient) for filtermail, and an HTTP endpoint on the push port (the
+notification service).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import smtplib
 import socket
 import sys
 import threading
@@ -21,26 +21,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-from aiosmtpd.controller import Controller
-
 from chatmaild import testmail
 from chatmaild.dictclient import DictClient
 from chatmaild.dictproto import request_line
 from chatmaild.metadata import TURN_KEY
+from chatmaild.milter import MilterClient
 
 GUID = "5cbe730f146fea6535be0d003dd4fc98"
 WAIT = 20.0
 OLD = time.time() - 40 * 86400  # older than every delete_*_after default
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.received: list[dict] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.received.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
-                              "bytes": len(envelope.original_content)})
-        return "250 OK"
 
 
 class PushEndpoint(http.server.BaseHTTPRequestHandler):
@@ -102,20 +91,16 @@ def turn_credentials(socket_path: str) -> str:
         return sock.makefile("rb").readline().decode()
 
 
-def filtermail(port: int, sender: str, recipient: str, sink: Sink) -> dict:
+def filtermail(socket_path: str, sender: str, recipient: str) -> dict:
+    """An encrypted and a cleartext mail through filtermail's milter, as Postfix passes them:
+    250 for an accepted one, else the reply's code."""
     encrypted = testmail.to_bytes(testmail.make_encrypted_message(sender, [recipient]))
     cleartext = testmail.to_bytes(testmail.make_plain_message(sender, [recipient]))
-    replies = []
-    with smtplib.SMTP("127.0.0.1", port, local_hostname="probe.test", timeout=WAIT) as client:
-        for message in (encrypted, cleartext):
-            try:
-                client.sendmail(sender, [recipient], message)
-                replies.append(250)
-            except smtplib.SMTPDataError as e:
-                replies.append(e.smtp_code)
-                client.rset()
-    wait_for(lambda: sink.received, "re-injected message")
-    return {"replies": replies, "reinjected": sink.received, "encrypted_bytes": len(encrypted)}
+    client = MilterClient(socket_path, timeout=WAIT)
+    answers = [client.transaction(sender, [recipient], message, login=sender) for message in (encrypted, cleartext)]
+    client.close()
+    return {"replies": [250 if a.accepted else int(a.text[:3]) for a in answers],
+            "texts": [a.text for a in answers]}
 
 
 def expiry_files(mailbox: Path) -> dict:
@@ -131,11 +116,6 @@ def expiry_files(mailbox: Path) -> dict:
 
 def main() -> int:
     given = json.loads(sys.argv[1])
-    reinject, reinject_incoming = given["reinject_port"], given["reinject_incoming_port"]
-    sinks = {port: Sink() for port in (reinject, reinject_incoming)}
-    controllers = [Controller(sink, hostname="127.0.0.1", port=port) for port, sink in sinks.items()]
-    for controller in controllers:
-        controller.start()
     push = http.server.ThreadingHTTPServer(("127.0.0.1", given["push_port"]), PushEndpoint)
     threading.Thread(target=push.serve_forever, daemon=True).start()
     try:
@@ -146,18 +126,14 @@ def main() -> int:
             "doveauth": doveauth(given["doveauth_socket"], addr, account["password"]),
             "metadata": metadata(given["metadata_socket"], addr, "probe-token-1"),
             "turn": turn_credentials(given["turn_socket"]),
-            "filtermail": filtermail(given["filtermail_port"], addr, "someone@elsewhere.test",
-                                     sinks[reinject]),
-            "filtermail_incoming": filtermail(given["filtermail_incoming_port"],
-                                              "someone@elsewhere.test", addr,
-                                              sinks[reinject_incoming]),
+            "filtermail": filtermail(given["filtermail_socket"], addr, "someone@elsewhere.test"),
+            "filtermail_incoming": filtermail(given["filtermail_incoming_socket"],
+                                              "someone@elsewhere.test", addr),
             "mailbox": str(Path(given["mailboxes_dir"]) / addr),
         }
         result["expire"] = expiry_files(Path(result["mailbox"]))
     finally:
         push.shutdown()
-        for controller in controllers:
-            controller.stop()
     print(json.dumps(result))
     return 0
 
