@@ -50,7 +50,7 @@ from .accounts import InvalidAddress, get_mailbox
 from .config import Config, ConfigError, read_config
 from .dkimverify import KeyResolver, check_dkim
 from .encryption import Entity, MalformedMessage
-from .milter import SMFIF_CHGFROM, Message, MilterSession, Verdict, change_sender
+from .milter import INTERNAL_ERROR, SMFIF_CHGFROM, Message, MilterSession, Verdict, change_sender
 from .ratelimit import SendRateLimiter
 
 log = logging.getLogger("filtermail")
@@ -462,7 +462,7 @@ class FilterHandler:
         except Exception:
             # a bug must not bounce the mail: Postfix keeps it and its client retries
             log.exception("handling a mail failed")
-            return "451 4.3.0 Error: internal error in filtermail"
+            return INTERNAL_ERROR
         return "250 OK"
 
 
