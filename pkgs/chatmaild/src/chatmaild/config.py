@@ -77,14 +77,36 @@ def _port(key: str, raw: str) -> int:
     return value
 
 
-_SIZE_RE = re.compile(r"[0-9]+[KMGT]?", re.IGNORECASE)
+_SIZE_RE = re.compile(r"([0-9]+)(?:([KMGT])B?)?", re.IGNORECASE)
+_SIZE_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def size_bytes(size: str) -> int:
+    """Bytes of a size like ``500M``: K/M/G/T are powers of 1024, an optional ``B`` may follow, and
+    a bare number means megabytes (upstream 1.12's reading of max_mailbox_size and the
+    system limits); raises ValueError for anything else."""
+    match = _SIZE_RE.fullmatch(size.strip())
+    if not match:
+        raise ValueError(f"{size!r} is not a size like 500M")
+    number, unit = match.groups()
+    return int(number) * _SIZE_UNITS[(unit or "M").upper()]
 
 
 def _size(key: str, raw: str) -> str:
-    # kept as text: Dovecot's quota setting takes it verbatim (e.g. "500M")
+    # kept as written (the ini and Dovecot's settings show it); size_bytes() reads it
     if not _SIZE_RE.fullmatch(raw):
         raise _key_error(key, raw, "a size like 500M (digits, optional K/M/G/T suffix)")
     return raw
+
+
+def _positive_number(key: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise _key_error(key, raw, "a number greater than 0, like 5 or 2.5")
+    return value
 
 
 # a DNS name; a leading "_" is allowed because test relays use names like "_r1.test"
@@ -132,6 +154,13 @@ _PARAMS: dict[str, tuple[Callable[[str, str], Any], str | None]] = {
     "privacy_mail": (_text, ""),
     "privacy_pdo": (_text, ""),
     "privacy_supervisor": (_text, ""),
+    # system limits (upstream 1.12): doveauth creates no account above the load or below the
+    # memory or disk space; the connection limits are rendered into Dovecot's and Postfix's config
+    "max_load_1m": (_positive_number, "5"),
+    "min_available_memory": (_size, "200M"),
+    "min_free_disk_space": (_size, "1G"),
+    "max_imap_connections": (_int_at_least(1), "10000"),
+    "max_smtp_connections": (_int_at_least(5), "1000"),
     "mailboxes_dir": (_path, None),  # default depends on mail_domain, see read_config
 }
 
@@ -181,7 +210,16 @@ class Config:
     privacy_mail: str = ""
     privacy_pdo: str = ""
     privacy_supervisor: str = ""
+    max_load_1m: float = 5.0
+    min_available_memory: str = "200M"
+    min_free_disk_space: str = "1G"
+    max_imap_connections: int = 10000
+    max_smtp_connections: int = 1000
     inipath: Path | None = None
+
+    @property
+    def max_mailbox_size_bytes(self) -> int:
+        return size_bytes(self.max_mailbox_size)
 
 
 def parse_params(params: Mapping[str, str], inipath: Path | None = None) -> Config:

@@ -4,16 +4,20 @@ Rules (days from chatmail.ini):
 
 - an account whose last login (the mtime of its ``password`` file, which last-login tracking sets)
   is older than ``delete_inactive_users_after`` days is deleted with its whole mailbox directory;
-  an account without a password file is never deleted this way;
+- a directory of an address without a password file is not an account: it is removed when it
+  holds no files (only empty directories, if any) and has not changed for a day (upstream 1.12,
+  "expire empty directories"; the day spares a directory that doveauth is creating right now);
 - a message (a file in ``cur/`` or ``new/`` of the inbox or of a ``.Folder``) older than
   ``delete_mails_after`` days is deleted;
 - a message larger than 200 000 bytes that the client has seen (it is in ``cur/``) is deleted after
-  ``delete_large_after`` days.
+  ``delete_large_after`` days;
+- a mailbox still larger than 70 % of ``max_mailbox_size`` loses its oldest messages down to that,
+  never one younger than a day (the rule of chatmail-quota-expire, see quota.py).
 
-Age is the file's mtime, size its st_size. The job runs while Dovecot writes: files that vanish
-are skipped, only ``cur/`` and ``new/`` entries are unlinked (plus the ``maildirsize`` quota cache,
-so that Dovecot recounts), symlinks are never followed, and an account is first renamed out of the
-way (atomically) and then removed.
+Age is the file's mtime, size its st_size (the quota rule: the size Dovecot's quota counts). The
+job runs while Dovecot writes: files that vanish are skipped, only ``cur/`` and ``new/`` entries are
+unlinked (plus the ``maildirsize`` quota cache, so that Dovecot recounts), symlinks are never
+followed, and an account is first renamed out of the way (atomically) and then removed.
 
 Like upstream, nothing is deleted without ``--remove``; the default (or ``--dry-run``) prints what
 would be deleted.
@@ -24,22 +28,20 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import stat
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from .config import Config, ConfigError, read_config
+from .maildir import QUOTA_CACHE_FILE, holds_no_files, last_login, mailbox_dirs, message_files, subdirs
+from .quota import messages_to_remove, quota_target_bytes, removal_report
 
 DAY = 86400
 LARGE_MESSAGE_SIZE = 200_000
-MESSAGE_DIRS = ("cur", "new")
-PASSWORD_FILE = "password"
-QUOTA_CACHE_FILE = "maildirsize"
 # an account being deleted is renamed to this prefix + random hex first (no "@": not an account)
 DELETING_PREFIX = ".deleting-"
 DEFAULT_INI = "/usr/local/lib/chatmaild/chatmail.ini"
@@ -55,6 +57,7 @@ class Cutoffs:
     last_login: float
     message: float
     large_message: float
+    unchanged_directory: float
 
     @classmethod
     def from_config(cls, config: Config, now: float) -> Cutoffs:
@@ -62,6 +65,7 @@ class Cutoffs:
             last_login=now - config.delete_inactive_users_after * DAY,
             message=now - config.delete_mails_after * DAY,
             large_message=now - config.delete_large_after * DAY,
+            unchanged_directory=now - DAY,
         )
 
     def account_expired(self, last_login: float | None) -> bool:
@@ -73,60 +77,9 @@ class Cutoffs:
             return True
         return message_dir == "cur" and size > LARGE_MESSAGE_SIZE and mtime < self.large_message
 
-
-# --- scanning (never follows symlinks)
-
-
-@dataclass(frozen=True)
-class MessageFile:
-    path: Path
-    message_dir: str  # "cur" or "new"
-    mtime: float
-    size: int
-
-
-def _subdirs(path: Path) -> list[os.DirEntry[str]]:
-    """Real subdirectories (not symlinks) of ``path``; [] if it vanished."""
-    try:
-        with os.scandir(path) as entries:
-            return [e for e in entries if e.is_dir(follow_symlinks=False)]
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def mailbox_dirs(mailboxes_dir: Path) -> list[Path]:
-    """The account directories (names containing "@"), sorted."""
-    return sorted(Path(e.path) for e in _subdirs(mailboxes_dir) if "@" in e.name)
-
-
-def last_login(mailbox: Path) -> float | None:
-    try:
-        st = (mailbox / PASSWORD_FILE).lstat()
-    except FileNotFoundError:
-        return None
-    return st.st_mtime if stat.S_ISREG(st.st_mode) else None
-
-
-def message_files(mailbox: Path) -> Iterator[MessageFile]:
-    """The messages of the inbox and of every Maildir++ folder (``.Name``) of ``mailbox``."""
-    folders = [mailbox] + [Path(e.path) for e in _subdirs(mailbox) if e.name.startswith(".")]
-    for folder in folders:
-        for message_dir in _subdirs(folder):
-            if message_dir.name not in MESSAGE_DIRS:
-                continue
-            try:
-                with os.scandir(message_dir.path) as entries:
-                    for entry in entries:
-                        try:
-                            st = entry.stat(follow_symlinks=False)
-                        except FileNotFoundError:
-                            continue  # Dovecot moved or expunged it meanwhile
-                        if stat.S_ISREG(st.st_mode):
-                            yield MessageFile(
-                                Path(entry.path), message_dir.name, st.st_mtime, st.st_size
-                            )
-            except FileNotFoundError:
-                continue
+    def directory_abandoned(self, holds_files: bool, mtime: float) -> bool:
+        """Whether a directory of an address without a password file (no account) expired."""
+        return not holds_files and mtime < self.unchanged_directory
 
 
 # --- deleting
@@ -137,7 +90,9 @@ class Expiry:
         self, config: Config, now: float, remove: bool, verbose: bool, out: TextIO
     ) -> None:
         self.config = config
+        self.now = now
         self.cutoffs = Cutoffs.from_config(config, now)
+        self.quota_target = quota_target_bytes(config.max_mailbox_size)
         self.remove = remove
         self.verbose = verbose
         self.out = out
@@ -175,23 +130,44 @@ class Expiry:
 
     def expire_mailbox(self, mailbox: Path) -> None:
         self.mailboxes += 1
-        if self.cutoffs.account_expired(last_login(mailbox)):
+        login = last_login(mailbox)
+        if self.cutoffs.account_expired(login):
+            self._remove_account(mailbox)
+            return
+        if login is None and self._abandoned(mailbox):
             self._remove_account(mailbox)
             return
         removed_any = False
+        kept = []
         for message in message_files(mailbox):
             self.files += 1
             if self.cutoffs.message_expired(message.message_dir, message.mtime, message.size):
                 if self._unlink(message.path):
                     self.removed_files += 1
                     removed_any = True
-        if removed_any and self.remove:
+            else:
+                kept.append(message)
+        room_made = 0
+        for message in messages_to_remove(kept, self.quota_target, self.now):
+            if self._unlink(message.path):
+                self.removed_files += 1
+                room_made += 1
+        if room_made and self.remove:
+            print(removal_report(room_made, mailbox), file=sys.stderr)
+        if (removed_any or room_made) and self.remove:
             # Dovecot's quota cache would still count the deleted messages; it rebuilds it
             (mailbox / QUOTA_CACHE_FILE).unlink(missing_ok=True)
 
+    def _abandoned(self, directory: Path) -> bool:
+        try:
+            mtime = directory.lstat().st_mtime
+        except FileNotFoundError:
+            return False
+        return self.cutoffs.directory_abandoned(not holds_no_files(directory), mtime)
+
     def remove_leftovers(self, mailboxes_dir: Path) -> None:
         """Finish deleting accounts that an interrupted earlier run had renamed."""
-        for entry in _subdirs(mailboxes_dir):
+        for entry in subdirs(mailboxes_dir):
             if entry.name.startswith(DELETING_PREFIX):
                 self._report(Path(entry.path))
                 if self.remove:
