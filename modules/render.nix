@@ -123,8 +123,11 @@ let
     attrNames
     concatMap
     concatStringsSep
+    elem
+    elemAt
     filter
     foldl'
+    fromJSON
     isAttrs
     isBool
     isInt
@@ -201,6 +204,13 @@ let
     privacy_mail = "";
     privacy_pdo = "";
     privacy_supervisor = "";
+    # system limits (upstream 1.12): doveauth creates no account above this load or below this
+    # memory or disk space; the connection limits go into Dovecot's and Postfix's configuration
+    max_load_1m = 5;
+    min_available_memory = "200M";
+    min_free_disk_space = "1G";
+    max_imap_connections = 10000;
+    max_smtp_connections = 1000;
   };
 
   domain =
@@ -210,6 +220,16 @@ let
       throw "render.nix: params.domain (the mail domain, a string) is required";
 
   givenSettings = params.settings or { };
+
+  # The metrics endpoint (chatmail-metrics) and Dovecot's OpenMetrics listener behind it; ports as
+  # upstream's mtail (3903) and Dovecot stats (3904).
+  metrics = {
+    enable = false;
+    address = "127.0.0.1";
+    port = 3903;
+    dovecotStatsPort = 3904;
+  }
+  // (params.metrics or { });
 
   defaultPushNotificationUrl = "https://notifications.delta.chat/notify";
   pushNotificationUrl = params.pushNotificationUrl or defaultPushNotificationUrl;
@@ -232,6 +252,7 @@ let
     vmailUser = "vmail";
     vmailGroup = "vmail";
     binDir = null;
+    logFiles = null;
   }
   // (params.paths or { });
 
@@ -242,6 +263,8 @@ let
       throw "render.nix: settings.mailboxes_dir is not accepted; set paths.mailboxesDir instead"
     else if givenSettings ? turn_socket_path then
       throw "render.nix: settings.turn_socket_path is not accepted; set paths.turnSocket instead"
+    else if givenSettings ? mtail_address then
+      throw "render.nix: settings.mtail_address is not accepted; it is metrics.address (when metrics.enable)"
     else
       defaults
       # advertised only when served (an explicit settings.iroh_relay names another relay)
@@ -251,7 +274,49 @@ let
         mail_domain = domain;
         mailboxes_dir = paths.mailboxesDir;
         turn_socket_path = realtime.paths.turnSocket;
-      };
+      }
+      # upstream's key for where its metrics (mtail) listen; unset = none
+      // (if metrics.enable then { mtail_address = metrics.address; } else { });
+
+  # A size as chatmaild reads it (config.size_bytes, upstream 1.12): K/M/G/T are powers of 1024,
+  # an optional B may follow, a bare number is megabytes; null if it is no size.
+  sizeUnits = rec {
+    K = 1024;
+    M = 1024 * K;
+    G = 1024 * M;
+    T = 1024 * G;
+    k = K;
+    m = M;
+    g = G;
+    t = T;
+  };
+  sizeBytes =
+    size:
+    let
+      parts = match "0*([0-9]+)(([KMGTkmgt])[Bb]?)?" (toString size);
+    in
+    if parts == null then
+      null
+    else
+      fromJSON (elemAt parts 0) * (if elemAt parts 2 == null then sizeUnits.M else sizeUnits.${elemAt parts 2});
+  sizeKeys = [
+    "max_mailbox_size"
+    "min_available_memory"
+    "min_free_disk_space"
+  ];
+  # Kibibytes, as Dovecot takes them ("512000K"); 0 for a malformed size (reported in problems).
+  kibibytes = bytes: "${toString (bytes / 1024)}K";
+  mailboxBytes =
+    let
+      bytes = sizeBytes settings.max_mailbox_size;
+    in
+    if bytes == null then 0 else bytes;
+
+  # Quota that makes room (upstream 1.10): a delivery that takes a mailbox over the trigger runs
+  # chatmail-quota-expire, which removes the oldest mail older than a day down to the target.
+  # Delta Chat warns its users at 80 % and 95 %, so both stay below.
+  quotaTriggerPercent = 75;
+  quotaTargetPercent = 70;
 
   # --- validation ----------------------------------------------------------------------------
 
@@ -332,7 +397,50 @@ let
         ]
       else
         [ ]
-    ) [ "passthrough_senders" "passthrough_recipients" ];
+    ) [ "passthrough_senders" "passthrough_recipients" ]
+    ++ concatMap (
+      key:
+      if sizeBytes settings.${key} == null then
+        [ "settings.${key} = \"${toString settings.${key}}\" is not a size; write e.g. \"500M\" (K, M, G or T; a bare number is megabytes)" ]
+      else
+        [ ]
+    ) sizeKeys
+    ++ (
+      if isInt settings.max_smtp_connections && settings.max_smtp_connections >= 5 then
+        [ ]
+      else
+        [
+          "settings.max_smtp_connections = ${toString settings.max_smtp_connections} is too small: one client may use a fifth of it, which must be at least 1; write 5 or more"
+        ]
+    )
+    ++ metricsPortProblems;
+
+  # Things that work but likely not as meant (the module shows them as warnings).
+  warnings =
+    if mailboxBytes > 0 && settings.max_message_size > mailboxBytes * (100 - quotaTriggerPercent) / 100 then
+      [
+        "settings.max_message_size (${toString settings.max_message_size} bytes) is more than the ${toString (100 - quotaTriggerPercent)} % of max_mailbox_size (${toString settings.max_mailbox_size}) that quota expiry keeps free: a message that size can fill a mailbox before old mail is removed, and its sender gets a bounce; raise max_mailbox_size to at least ${toString (settings.max_message_size * 100 / (100 - quotaTriggerPercent) / 1048576 + 1)}M or lower max_message_size"
+      ]
+    else
+      [ ];
+
+  metricsPorts = [
+    metrics.port
+    metrics.dovecotStatsPort
+  ];
+  metricsPortProblems =
+    if !metrics.enable then
+      [ ]
+    else if metrics.port == metrics.dovecotStatsPort then
+      [ "metrics.port and metrics.dovecotStatsPort are both ${toString metrics.port}; give each its own port" ]
+    else
+      concatMap (
+        port:
+        if elem port (map (u: u.port) portUsers) then
+          [ "metrics port ${toString port} collides with a mail port; choose another" ]
+        else
+          [ ]
+      ) metricsPorts;
 
   # --- Postfix -------------------------------------------------------------------------------
 
@@ -453,7 +561,9 @@ let
     smtpd_recipient_restrictions = "";
     smtpd_relay_restrictions = "permit_sasl_authenticated,reject";
     milter_macro_daemon_name = "ORIGINATING";
-    smtpd_client_connection_count_limit = "1000";
+    # max_smtp_connections per port (maxproc below), a fifth of it per client address (upstream
+    # 1.12): a client over it gets "421 4.7.0 Error: too many connections"
+    smtpd_client_connection_count_limit = toString (settings.max_smtp_connections / 5);
     # the header cleanup below, before the milters see the mail
     cleanup_service_name = "authclean";
     # filtermail checks, then OpenDKIM signs what it let through
@@ -464,7 +574,7 @@ let
   submissionService = name: tlsArgs: {
     type = "inet";
     private = false;
-    maxproc = 5000;
+    maxproc = settings.max_smtp_connections;
     command = "smtpd";
     args = opts (submissionOpts // { syslog_name = "postfix/${name}"; } // tlsArgs);
   };
@@ -684,6 +794,9 @@ let
           ++ (if settings.imap_compress then [ "imap_zlib" ] else [ ])
         );
         imap_metadata = true;
+        # Without fsync (upstream 1.10): a crash may lose flag changes, and the disk (SSD)
+        # is written less.
+        mail_fsync = "never";
       }
       // (
         if settings.imap_rawlog then
@@ -698,20 +811,28 @@ let
     # No Received header of its own on the delivered copy (upstream 1.10+; Postfix's are removed
     # by lmtp_header_checks).
     lmtp_add_received_header = false;
-    # Push notifications: on delivery, the Lua script (pushNotificationLua) sets metadata.
-    "protocol lmtp".mail_plugins =
-      "$mail_plugins mail_lua notify push_notification push_notification_lua";
+    "protocol lmtp" = {
+      # Push notifications: on delivery, the Lua script (pushNotificationLua) sets metadata.
+      mail_plugins = "$mail_plugins mail_lua notify push_notification push_notification_lua";
+      # Without fsync (upstream 1.10): a crash right after a delivery may lose that message,
+      # which Delta Chat resends as it does for any lost message; much of what LMTP writes
+      # (new/ -> cur/ -> deleted soon after) never needs to reach the disk.
+      mail_fsync = "never";
+    };
 
     plugin = {
       push_notification_driver = "lua:file=${paths.pushNotificationLua}";
       zlib_save = "gz";
       imap_compress_deflate_level = 6;
       quota = "maildir:User quota";
-      quota_rule = "*:storage=${toString settings.max_mailbox_size}";
+      quota_rule = "*:storage=${kibibytes mailboxBytes}";
+      # "%%": plugin settings are expanded per user; the script gets the target and the maildir.
+      quota_warning = "storage=${toString quotaTriggerPercent}%% quota-warning ${kibibytes (mailboxBytes * quotaTargetPercent / 100)} ${paths.mailboxesDir}/%u";
       quota_max_mail_size = settings.max_message_size;
       quota_grace = 0;
-      # A full mailbox refuses delivery permanently (LMTP 552, quota_full_tempfail = no as
-      # upstream): Postfix bounces the message and this text reaches the sender.
+      # A mailbox full of mail younger than a day (nothing the quota-warning script may remove)
+      # refuses delivery permanently (LMTP 552, quota_full_tempfail = no as upstream): Postfix
+      # bounces the message and this text reaches the sender.
       quota_exceeded_message = "Quota exceeded: the mailbox of the recipient is full (limit ${toString settings.max_mailbox_size})";
       # doveauth keeps the day of each address's last login (chatmail-expire reads it).
       last_login_dict = "proxy:${paths.doveauthSocket}:lastlogin";
@@ -738,10 +859,21 @@ let
     };
     # doveauth's socket belongs to vmail; dict lookups run in auth-worker.
     "service auth-worker".user = paths.vmailUser;
+    # The quota_warning script (chatmail-quota-expire), as the owner of the maildirs.
+    "service quota-warning" = {
+      executable = "script ${program "chatmail-quota-expire"}";
+      user = paths.vmailUser;
+      "unix_listener quota-warning" = {
+        user = paths.vmailUser;
+        mode = "0600";
+      };
+    };
     # Thousands of logged-in clients: one imap process each, long-lived login processes.
+    # One imap process per logged-in client (max_imap_connections, upstream 1.12): beyond it,
+    # a login waits for a free process and fails when none becomes free.
     "service imap" =
       {
-        process_limit = 50000;
+        process_limit = settings.max_imap_connections;
       }
       // (
         if settings.imap_rawlog then
@@ -800,7 +932,27 @@ let
       }
   );
 
-  dovecot = mergeOver renderedDovecot (params.dovecot or { });
+  # Dovecot's own OpenMetrics (stats service), on loopback for chatmail-metrics to pass on.
+  dovecotMetrics =
+    let
+      metric = filter: groupBy: { inherit filter; } // (if groupBy == null then { } else { group_by = groupBy; });
+    in
+    {
+      "service stats"."inet_listener http" = {
+        address = "127.0.0.1";
+        port = metrics.dovecotStatsPort;
+      };
+      "metric auth_requests" = metric "event=auth_request_finished" "success";
+      "metric mail_deliveries" = metric "event=mail_delivery_finished" null;
+      "metric mail_delivery_failures" = metric "event=mail_delivery_finished AND error=*" null;
+      "metric imap_commands" = metric "event=imap_command_finished" "cmd_name tagged_reply_state";
+      "metric imap_hibernations" = metric "event=imap_client_hibernated" null;
+      "metric imap_unhibernations" = metric "event=imap_client_unhibernated" "reason";
+    };
+
+  dovecot = mergeOver (renderedDovecot // (if metrics.enable then dovecotMetrics else { })) (
+    params.dovecot or { }
+  );
 
   dovecotValue =
     value:
@@ -940,7 +1092,25 @@ let
       pushNotificationUrl
     ];
   }
-  // (if realtime.turn.enable then { turn-credentials = realtime.turn.credentials; } else { });
+  // (if realtime.turn.enable then { turn-credentials = realtime.turn.credentials; } else { })
+  // (
+    if metrics.enable then
+      {
+        metrics = [
+          (program "chatmail-metrics")
+          paths.configFile
+          "--address"
+          metrics.address
+          "--port"
+          (toString metrics.port)
+          "--dovecot-stats"
+          "http://127.0.0.1:${toString metrics.dovecotStatsPort}/metrics"
+        ]
+        ++ (if paths.logFiles == null then [ "--journal" ] else concatMap (file: [ "--log" file ]) paths.logFiles);
+      }
+    else
+      { }
+  );
 
   # systemd services of the daemons and jobs (serviceConfig for the module, unit text for
   # `systemd-analyze security --offline`)
@@ -959,6 +1129,8 @@ in
     settings
     paths
     problems
+    warnings
+    metrics
     postfixMain
     postfixMaster
     mainCf

@@ -44,6 +44,11 @@ acme_email =
 # mtail_address = 127.0.0.1
 imap_rawlog = false 
 imap_compress = false
+#max_load_1m = 5
+#min_available_memory = 200M
+#min_free_disk_space = 1G
+#max_imap_connections = 10000
+#max_smtp_connections = 1000
 
 privacy_postal =
 privacy_mail =
@@ -82,6 +87,19 @@ def test_upstream_template_gives_upstream_defaults(tmp_path):
     assert config.privacy_pdo == config.privacy_supervisor == ""
     assert config.mailboxes_dir == Path("/home/vmail/mail/chat.example.org")
     assert config.inipath == tmp_path / "chatmail.ini"
+    # the system limits of upstream 1.12
+    assert config.max_load_1m == 5.0
+    assert (config.min_available_memory, config.min_free_disk_space) == ("200M", "1G")
+    assert (config.max_imap_connections, config.max_smtp_connections) == (10000, 1000)
+
+
+def test_system_limits_are_typed(make_config):
+    config = make_config(max_load_1m="2.5", min_available_memory="1G", min_free_disk_space="512",
+                         max_imap_connections="20", max_smtp_connections="5", max_mailbox_size="2G")
+    assert config.max_load_1m == 2.5
+    assert (config.min_available_memory, config.min_free_disk_space) == ("1G", "512")
+    assert (config.max_imap_connections, config.max_smtp_connections) == (20, 5)
+    assert config.max_mailbox_size_bytes == 2 * 1024**3
 
 
 def test_only_mail_domain_gives_the_same_config(tmp_path):
@@ -147,6 +165,11 @@ def test_config_is_frozen(example_config):
         ("delete_mails_after", "", "integer"),
         ("disable_ipv6", "maybe", "true or false"),
         ("max_mailbox_size", "lots", "size"),
+        ("min_free_disk_space", "1.5G", "size"),
+        ("max_load_1m", "0", "number greater than 0"),
+        ("max_load_1m", "high", "number greater than 0"),
+        ("max_smtp_connections", "4", "integer >= 5"),
+        ("max_imap_connections", "0", "integer >= 1"),
         ("mailboxes_dir", "relative/dir", "absolute path"),
     ],
 )

@@ -451,6 +451,23 @@ def test_incoming(tmp_path: Path, incoming: Filtermail, sink: Sink):
     assert (sink.received[-1].mail_from, sink.received[-1].content) == ("<>", bounce)  # aiosmtpd spells it so
     # upstream re-injects incoming mail from 127.0.0.2 (the DKIM milter tells directions apart by it)
     assert {r.peer for r in sink.received} == {"127.0.0.2"}
+    # one line per accepted mail, upstream's wording (chatmail-metrics counts them)
+    log = incoming.log_path.read_text()
+    assert log.count("Incoming: Filtering unencrypted mail.") == 2  # cleartext-open, Secure-Join
+    assert log.count("Incoming: Filtering encrypted mail.") == 1
+    assert log.count("Incoming: Filtering mailer-daemon message.") == 2
+    assert "Outgoing:" not in log
+
+
+def test_accepted_outgoing_mail_is_logged_by_kind(outgoing: Filtermail, sink: Sink):
+    sender = new_addr()
+    outgoing.send(sender, ["bob@example.org"], encrypted(sender, "bob@example.org"))
+    outgoing.send(sender, ["bob@example.org"], testmail.to_bytes(testmail.make_securejoin_request(sender, "bob@example.org")))
+    refusal(outgoing, sender, ["bob@example.org"], plain(sender, "bob@example.org"))
+    log = outgoing.log_path.read_text()
+    assert log.count("Outgoing: Filtering encrypted mail.") == 1
+    assert log.count("Outgoing: Filtering unencrypted mail.") == 1
+    assert log.count("refused: 523 Encryption Needed") == 1
 
 
 def test_incoming_has_no_rate_limit(incoming: Filtermail, sink: Sink):

@@ -44,6 +44,7 @@ from .dictproto import (
 )
 from .dictserver import CloseConnection, Reply, serve_until_stopped
 from .passwords import hash_password
+from .syslimits import limit_refusal, read_resources
 
 log = logging.getLogger("doveauth")
 
@@ -105,6 +106,11 @@ class AuthService:
         refusal = creation_refusal(self.config, addr, password, nocreate_path().exists())
         if refusal is not None:
             log.info("not creating %r: %s", addr, refusal)
+            return None
+        limit = limit_refusal(self.config, read_resources(self.config.mailboxes_dir))
+        if limit is not None:
+            # upstream's log line; chatmail-metrics counts it (rejected_registrations)
+            log.warning("registration rejected: %s", limit)
             return None
         creation = self._creating.get(addr)
         if creation is None:

@@ -450,6 +450,16 @@ def is_mailer_daemon_report(message: Entity) -> bool:
     )
 
 
+def mail_kind(message: Entity) -> str:
+    """What an accepted mail was, for the metrics: "encrypted" (OpenPGP/MIME), "mailer-daemon"
+    (a delivery report) or "unencrypted" (Secure-Join requests, passthrough)."""
+    if message.content_type == "multipart/encrypted":
+        return "encrypted"
+    if is_mailer_daemon_report(message):
+        return "mailer-daemon"
+    return "unencrypted"
+
+
 def from_address(message: Entity) -> str | None:
     """The address of the (first) From header, or None if there is none."""
     value = message.header("from")

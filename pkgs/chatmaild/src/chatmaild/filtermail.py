@@ -73,6 +73,13 @@ FORWARDED_MAIL_PARAMS = {"BODY=8BITMIME": "8BITMIME", "SMTPUTF8": "SMTPUTF8"}
 # --- rules: pure functions from (config, envelope, parsed mail) to an error reply or None
 
 
+def log_filtered(direction: str, message: Entity) -> None:
+    """Upstream's log line for a mail that passed the encryption rule ("Incoming: Filtering
+    encrypted mail."); chatmail-metrics counts it."""
+    kind = encryption.mail_kind(message)
+    log.info("%s: Filtering %s %s.", direction, kind, "message" if kind == "mailer-daemon" else "mail")
+
+
 def check_sender_address(address: str) -> str | None:
     """MAIL FROM must be local@domain (exactly one "@")."""
     if address.count("@") != 1:
@@ -424,10 +431,12 @@ class FilterHandler:
         check: Callable[[str, Sequence[str], Entity], str | None],
         reinjector: Reinjector,
         rate_limiter: SendRateLimiter | None = None,
+        direction: str = "Outgoing",
     ) -> None:
         self.check = check
         self.reinjector = reinjector
         self.rate_limiter = rate_limiter
+        self.direction = direction
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
@@ -456,6 +465,7 @@ class FilterHandler:
                 return error
             params = [p for p in envelope.mail_options if p in FORWARDED_MAIL_PARAMS]
             await self.reinjector.send(mail_from, envelope.rcpt_tos, content, params)
+            log_filtered(self.direction, message)
         except ReinjectError as e:
             log.warning("re-injection failed: %s", e.reply)
             return e.reply
@@ -482,6 +492,7 @@ def make_handler(config: Config, mode: str) -> tuple[FilterHandler, int]:
                 rcpt_tos, message, lambda rcpt: mailbox_accepts_cleartext(config, rcpt)
             ),
             Reinjector(config.postfix_reinject_port_incoming, source_host="127.0.0.2"),
+            direction="Incoming",
         )
         return handler, config.filtermail_smtp_port_incoming
     raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -580,6 +591,8 @@ class OutgoingMilter(MilterSession):
         error = check_outgoing(message.mail_from, message.rcpt_tos, parsed)
         if error:
             log.info("refused: %s", error)
+        else:
+            log_filtered("Outgoing", parsed)
         return error, []
 
 
@@ -607,6 +620,7 @@ class IncomingMilter(MilterSession):
         if error:
             log.info("refused: %s", error)
             return error, []
+        log_filtered("Incoming", parsed)
         edits = [change_sender("")] if resets_sender(message.mail_from, from_addr) else []
         if domain.startswith("[") and domain.endswith("]"):
             return check_from_domain_literal(domain, self.client_address), edits
