@@ -1,5 +1,5 @@
-# chatmaild: chatmail.ini, the vmail user and the doveauth / filtermail / chatmail-metadata
-# services.
+# chatmaild: chatmail.ini, the vmail user and the doveauth / filtermail / chatmail-metadata /
+# chatmail-metrics services.
 { config, lib, ... }:
 
 let
@@ -54,6 +54,7 @@ in
         before = [ "postfix.service" ];
       };
       chatmail-metadata = daemonService "chatmail-metadata";
+      chatmail-metrics = lib.mkIf cfg.metrics.enable (daemonService "chatmail-metrics");
       chatmail-expire = {
         inherit (units.chatmail-expire) description serviceConfig;
       };

@@ -21,7 +21,7 @@ let
   knownSettings = {
     max_user_send_per_minute = setting types.ints.positive "How many messages one address may send per minute; filtermail answers `450 4.7.1` beyond that.";
     max_user_send_burst_size = setting types.ints.positive "How many messages one address may send in a burst before the per-minute rate applies.";
-    max_mailbox_size = setting (types.strMatching "[0-9]+[KMGT]?") "Storage quota of one address (Dovecot quota rule), e.g. `500M`.";
+    max_mailbox_size = setting size "Storage quota of one address (Dovecot quota rule), e.g. `500M`. When a delivery takes a mailbox over 75 % of it, the oldest messages older than a day are removed down to 70 % (also by the daily expiry), so the sender of the next message gets no bounce; a mailbox full of mail younger than a day refuses delivery (552).";
     max_message_size = setting types.ints.positive "Largest accepted message in bytes (Postfix `message_size_limit`, Dovecot `quota_max_mail_size`).";
     delete_mails_after = setting types.ints.positive "Days after which messages are deleted from mailboxes.";
     delete_large_after = setting types.ints.positive "Days after which large messages (over 200 kB) are deleted.";
@@ -41,6 +41,18 @@ let
     privacy_mail = setting types.str "E-mail address of the privacy contact.";
     privacy_pdo = setting types.lines "Postal address of the data protection officer.";
     privacy_supervisor = setting types.lines "Postal address of the privacy supervisory authority.";
+    max_load_1m = setting types.numbers.positive "Largest 1-minute load average (as `uptime` shows it; processes waiting for disk count too) at which new addresses are still created; above it `doveauth` refuses them (the login fails) and logs `registration rejected`, while existing addresses keep working.";
+    min_available_memory = setting size "Least memory available without swapping (`MemAvailable`) at which new addresses are still created (see `max_load_1m`).";
+    min_free_disk_space = setting size "Least free disk space on the file system of the mailboxes at which new addresses are still created (see `max_load_1m`).";
+    max_imap_connections = setting types.ints.positive "Most concurrent logged-in IMAP sessions (Dovecot's imap `process_limit`); a login beyond it waits for a free process and fails when none becomes free.";
+    max_smtp_connections = setting atLeastFive "Most concurrent SMTP sessions on each of the submission ports 587 and 465 (Postfix `maxproc`; further clients wait); one client address may hold a fifth of them, more get `421 4.7.0 Error: too many connections`.";
+  };
+
+  size = types.strMatching "[0-9]+([KMGTkmgt][Bb]?)?" // {
+    description = "size such as 500M (K, M, G or T, powers of 1024; a bare number is megabytes)";
+  };
+  atLeastFive = types.addCheck types.int (n: n >= 5) // {
+    description = "integer of at least 5";
   };
 
   # render.nix needs a domain. Without one, the assertion on services.chatmail.domain is what
@@ -53,6 +65,7 @@ let
     mail_domain = "services.chatmail.domain";
     mailboxes_dir = "services.chatmail.mailboxesDir";
     turn_socket_path = "nothing: the module runs chatmail-turn-credentials at /run/chatmail-turn/turn.socket";
+    mtail_address = "services.chatmail.metrics.address";
   };
 
   tlsFiles =
@@ -113,6 +126,14 @@ let
       inherit (cfg.irohRelay) enable port;
     };
     inherit (cfg) pushNotificationUrl;
+    metrics = {
+      inherit (cfg.metrics)
+        enable
+        address
+        port
+        dovecotStatsPort
+        ;
+    };
     # nginx and OpenDKIM (render-discovery.nix; options in nginx.nix and dkim.nix)
     discovery = {
       alpn = cfg.nginx.alpnMultiplexing;
@@ -150,6 +171,7 @@ in
     ./nginx.nix
     ./dkim.nix
     ./realtime.nix
+    ./journald.nix
   ];
 
   options.services.chatmail = {
@@ -219,6 +241,54 @@ in
         client stored with IMAP `SETMETADATA`, as the body) when a message arrives for that
         mailbox; failed requests are retried with back-off for up to 5 hours. The default is
         Delta Chat's notification service, as upstream chatmail relays use.
+      '';
+    };
+
+    metrics = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = ''
+          Whether `chatmail-metrics` serves one Prometheus scrape endpoint,
+          `http://<address>:<port>/metrics`: counters from the relay's log lines (in the journal)
+          with upstream's mtail names (`delivered_mail`, `outgoing_encrypted_mail_count`,
+          `rejected_unencrypted_mail_count`, `dkim_signed`, `created_accounts`,
+          `rejected_registrations`, `quota_exceeded`, `quota_expire_removed_files`,
+          `postfix_timeouts`, …) followed by Dovecot's own OpenMetrics (`dovecot_*`, from its stats
+          service on loopback port {option}`services.chatmail.metrics.dovecotStatsPort`).
+          The ini's `mtail_address` is this address.
+        '';
+      };
+      address = mkOption {
+        type = types.str;
+        default = "127.0.0.1";
+        example = "10.0.0.5";
+        description = ''
+          Address the metrics endpoint listens on. Keep it on loopback or a private network (a
+          VPN): the counters tell the relay's traffic, and the firewall is not opened for it.
+        '';
+      };
+      port = mkOption {
+        type = types.port;
+        default = 3903;
+        description = "Port of the metrics endpoint (upstream's mtail port).";
+      };
+      dovecotStatsPort = mkOption {
+        type = types.port;
+        default = 3904;
+        description = "Loopback port of Dovecot's OpenMetrics listener, read by `chatmail-metrics` (upstream's port).";
+      };
+    };
+
+    logRetention = mkOption {
+      type = types.nullOr (types.strMatching "[0-9]+(s|min|h|d|w)");
+      default = "3d";
+      example = "12h";
+      description = ''
+        How long the system journal keeps log lines, which name addresses and client IP
+        addresses: kept in memory only (`Storage=volatile`) and at most this long
+        (`MaxRetentionSec`), as upstream relays do for privacy. `null` leaves journald as it is
+        configured elsewhere (`services.journald`).
       '';
     };
 
@@ -299,5 +369,8 @@ in
         assertion = false;
         message = "services.chatmail: ${problem}.";
       }) (lib.optionals (cfg.domain != null) cfg.rendered.problems);
+    warnings = map (warning: "services.chatmail: ${warning}.") (
+      lib.optionals (cfg.domain != null) cfg.rendered.warnings
+    );
   };
 }

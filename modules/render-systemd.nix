@@ -5,10 +5,11 @@
 # tests/nix feeds to `systemd-analyze security --offline=true` (every unit must stay at an
 # exposure of 2.0 or less).
 #
-# ARGUMENTS  { paths, daemons, jobs, newemail, turn } as render.nix computes them (newemail: the
-#            chatmail-newemail argv of render-discovery.nix; modules/nginx.nix runs that unit;
-#            turn: { socket, secretFile } of render-realtime.nix, for the unit
-#            chatmail-turn-credentials, present when daemons has `turn-credentials`).
+# ARGUMENTS  { paths, daemons, jobs, newemail, turn, metrics } as render.nix computes them
+#            (newemail: the chatmail-newemail argv of render-discovery.nix; modules/nginx.nix runs
+#            that unit; turn: { socket, secretFile } of render-realtime.nix, for the unit
+#            chatmail-turn-credentials, present when daemons has `turn-credentials`; metrics:
+#            render.nix's metrics params, for chatmail-metrics when daemons has `metrics`).
 # RESULT     attrset unit name -> { description; serviceConfig; text; }
 #            serviceConfig: values as nixpkgs' systemd.services.<name>.serviceConfig takes them
 #            (strings, bools, lists of strings); text: the unit file ([Unit] and [Service]).
@@ -20,6 +21,7 @@
   # { socket, secretFile } of render-realtime.nix: the credentials unit's socket directory, and
   # the secret it reads as a systemd credential
   turn,
+  metrics,
 }:
 let
   inherit (builtins)
@@ -115,6 +117,9 @@ let
     IPAddressAllow = "localhost";
   };
 
+  # whether chatmail-metrics listens on loopback (then it may talk to localhost only)
+  loopbackAddress = address: match "127\\..*|::1|localhost" address != null;
+
   # The same quoting as nixpkgs' lib.escapeShellArgs for what needs it; plain words stay bare.
   escapeArg = arg: if match "[A-Za-z0-9_./=:@%+,-]+" arg != null then arg else "'${replaceStrings [ "'" ] [ "'\\''" ] arg}'";
 
@@ -135,7 +140,11 @@ let
     # Dovecot's passdb/userdb: creates an account on its first login.
     doveauth = {
       description = "chatmail account database for Dovecot (doveauth)";
-      serviceConfig = daemon daemons.doveauth (maildirsOnly // socketDirectory paths.doveauthSocket);
+      # /proc/loadavg and /proc/meminfo (the system limits for new accounts) are no process
+      # files, which ProcSubset=pid would hide
+      serviceConfig = daemon daemons.doveauth (
+        maildirsOnly // socketDirectory paths.doveauthSocket // { ProcSubset = "all"; }
+      );
     };
     # Postfix's milters: outgoing on submission, incoming on port 25.
     filtermail = {
@@ -192,6 +201,43 @@ let
     else
       { }
   )
+  // (
+    if daemons ? metrics then
+      {
+        # The scrape endpoint: reads the journal (group systemd-journal, which PrivateUsers
+        # would hide), serves HTTP on metrics.address and reads Dovecot's listener on loopback.
+        chatmail-metrics = {
+          description = "chatmail metrics for Prometheus (chatmail-metrics)";
+          serviceConfig =
+            removeAttrs (daemon daemons.metrics { }) [
+              "User"
+              "Group"
+            ]
+            // {
+              DynamicUser = true;
+              SupplementaryGroups = [ "systemd-journal" ];
+              PrivateUsers = false;
+              ProtectHome = true;
+              RestrictAddressFamilies = [
+                "AF_UNIX"
+                "AF_INET"
+                "AF_INET6"
+              ];
+            }
+            // (
+              if loopbackAddress metrics.address then
+                {
+                  IPAddressDeny = "any";
+                  IPAddressAllow = "localhost";
+                }
+              else
+                { }
+            );
+        };
+      }
+    else
+      { }
+  )
   // {
     # Deletes old messages and inactive accounts (settings delete_*_after).
     chatmail-expire = {
@@ -221,5 +267,6 @@ let
     [Service]
     ${concatStringsSep "\n" (unitLines service.serviceConfig)}
   '';
+
 in
 mapAttrs (_: service: service // { text = unitText service; }) services

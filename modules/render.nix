@@ -689,7 +689,19 @@ let
     };
   };
 
-  postfixMain = mergeOver renderedMain (params.postfixMain or { });
+  postfixMain = mergeOver (
+    renderedMain
+    // (
+      if metrics.enable then
+        {
+          # OpenDKIM logs only to syslog; Postfix logs the signature header it adds (an "info:"
+          # line), which chatmail-metrics counts as dkim_signed wherever Postfix logs.
+          milter_header_checks = "regexp:{{/^DKIM-Signature:/ INFO}}";
+        }
+      else
+        { }
+    )
+  ) (params.postfixMain or { });
   postfixMaster = mergeOver renderedMaster (params.postfixMaster or { });
 
   postfixValue =
@@ -1115,7 +1127,12 @@ let
   # systemd services of the daemons and jobs (serviceConfig for the module, unit text for
   # `systemd-analyze security --offline`)
   systemdUnits = import ./render-systemd.nix {
-    inherit paths daemons jobs;
+    inherit
+      paths
+      daemons
+      jobs
+      metrics
+      ;
     inherit (discovery) newemail;
     turn = {
       socket = realtime.paths.turnSocket;

@@ -110,6 +110,8 @@ in
     );
     userGroups = mapAttrs (_: user: user.extraGroups) config.users.users;
     groupMembers = mapAttrs (_: group: group.members) config.users.groups;
+    journald = { inherit (config.services.journald) storage extraConfig; };
+    inherit (config) warnings;
     rendered = lib.optionalAttrs config.services.chatmail.enable {
       inherit (config.services.chatmail.rendered) paths daemons;
     };

@@ -46,7 +46,8 @@ def dovecot_generation(request: pytest.FixtureRequest) -> Iterator[str]:
 def evaluate(chatmail: dict[str, Any], tmp_path: Path, attr: str = "summary",
              **other: Any) -> Any:
     config_file = tmp_path / "config.json"
-    config_file.write_text(json.dumps({"services": {"chatmail": chatmail}, **other}))
+    services = {"chatmail": chatmail, **other.pop("services", {})}
+    config_file.write_text(json.dumps({"services": services, **other}))
     return eval_json(
         f"(import {EVAL_MODULE} {{ nixpkgsLib = {NIXPKGS_LIB}; configFile = {config_file};"
         f" dovecotGeneration = \"{_generation.get()}\"; }}).{attr}"
@@ -274,6 +275,58 @@ def test_daemons_run_hardened_from_the_package(summary):
     assert "d /run/filtermail 0750 vmail postfix -" in summary["rules"]
 
 
+def test_metrics_endpoint_reads_the_journal_by_default(summary):
+    unit = summary["services"]["chatmail-metrics"]["serviceConfig"]
+    package_bin = "/nix/store/00000000000000000000000000000000-chatmaild-0.1.0/bin"
+    assert unit["ExecStart"] == (
+        f"{package_bin}/chatmail-metrics /etc/chatmail/chatmail.ini --address 127.0.0.1 --port 3903"
+        " --dovecot-stats http://127.0.0.1:3904/metrics --journal")
+    assert unit["DynamicUser"] is True and "User" not in unit
+    assert unit["SupplementaryGroups"] == ["systemd-journal"] and unit["PrivateUsers"] is False
+    assert unit["IPAddressAllow"] == "localhost"
+    assert "mtail_address = 127.0.0.1\n" in summary["etc"]["chatmail/chatmail.ini"]
+    assert summary["dovecot"]["settings"]["service stats"]["inet_listener http"]["port"] == 3904
+    assert 3903 not in summary["firewallPorts"] and 3904 not in summary["firewallPorts"]
+
+
+def test_metrics_off_and_elsewhere(tmp_path):
+    off = evaluate(relay(metrics={"enable": False}), tmp_path)
+    assert "chatmail-metrics" not in off["services"]
+    assert "mtail_address" not in off["etc"]["chatmail/chatmail.ini"]
+    assert "service stats" not in off["dovecot"]["settings"]
+    vpn = evaluate(relay(metrics={"address": "10.8.0.1", "port": 9100}), tmp_path)
+    unit = vpn["services"]["chatmail-metrics"]["serviceConfig"]
+    assert "--address 10.8.0.1 --port 9100" in unit["ExecStart"] and "IPAddressDeny" not in unit
+
+
+def test_journal_kept_in_memory_for_three_days_as_upstream(summary, tmp_path):
+    assert summary["journald"] == {"storage": "volatile", "extraConfig": "MaxRetentionSec=3d"}
+    own = evaluate(relay(logRetention=None), tmp_path)
+    assert own["journald"] == {"storage": "persistent", "extraConfig": ""}
+    longer = evaluate(relay(logRetention="12h"), tmp_path, services={"journald": {"storage": "persistent"}})
+    assert longer["journald"] == {"storage": "persistent", "extraConfig": "MaxRetentionSec=12h"}
+    with pytest.raises(NixError, match="logRetention"):
+        evaluate(relay(logRetention="three days"), tmp_path)
+
+
+def test_limits_reach_postfix_and_dovecot(tmp_path):
+    summary = evaluate(relay(settings={"max_imap_connections": 500, "max_smtp_connections": 100}), tmp_path)
+    assert summary["dovecot"]["settings"]["service imap"]["process_limit"] == 500
+    for service in ("submission", "submissions"):
+        assert summary["postfix"]["master"][service]["maxproc"] == 100
+        assert master_args(summary["postfix"]["master"][service])["smtpd_client_connection_count_limit"] == "20"
+    with pytest.raises(NixError, match="max_smtp_connections"):
+        evaluate(relay(settings={"max_smtp_connections": 4}), tmp_path)
+    with pytest.raises(NixError, match="max_load_1m"):
+        evaluate(relay(settings={"max_load_1m": 0}), tmp_path)
+
+
+def test_small_mailboxes_warn(summary, tmp_path):
+    assert summary["warnings"] == []
+    (warning,) = evaluate(relay(settings={"max_mailbox_size": "50M"}), tmp_path)["warnings"]
+    assert warning.startswith("services.chatmail: settings.max_message_size (31457280 bytes)")
+
+
 def test_expire_job_runs_daily_on_the_maildirs_only(summary):
     unit = summary["services"]["chatmail-expire"]["serviceConfig"]
     assert unit["ExecStart"] == ("/nix/store/00000000000000000000000000000000-chatmaild-0.1.0/bin/"
@@ -414,6 +467,7 @@ def test_maildirs_under_home_stay_reachable(tmp_path):
     (relay(settings={"mailboxes_dir": "/srv/mail"}),
      "services.chatmail.settings.mailboxes_dir is not used; set services.chatmail.mailboxesDir instead."),
     (relay(settings={"mail_domain": "x.test"}), "set services.chatmail.domain instead."),
+    (relay(settings={"mtail_address": "127.0.0.1"}), "set services.chatmail.metrics.address instead."),
     (relay(tls={"mode": "manual", "certificateFile": "/c.pem"}),
      'tls.mode = "manual" needs both services.chatmail.tls.certificateFile and services.chatmail.tls.keyFile'),
     (relay(tls={"mode": "selfSigned", "keyFile": "/k.pem"}),

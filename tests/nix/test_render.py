@@ -51,6 +51,11 @@ CHANGED_SETTINGS: dict[str, Any] = {
     "privacy_mail": "privacy@x.test",
     "privacy_pdo": "Data Officer",
     "privacy_supervisor": "Supervisor",
+    "max_load_1m": 2.5,
+    "min_available_memory": "1G",
+    "min_free_disk_space": "10G",
+    "max_imap_connections": 300,
+    "max_smtp_connections": 50,
 }
 
 
@@ -323,7 +328,14 @@ def test_changed_settings_reach_every_config(tmp_path):
     assert "20081" not in result["masterCf"] and "20080" not in result["masterCf"]
 
     dovecot = result["dovecot"]
-    assert dovecot["plugin"]["quota_rule"] == "*:storage=2G"
+    assert dovecot["plugin"]["quota_rule"] == "*:storage=2097152K"
+    # 75 % of 2G triggers the script with a target of 70 %
+    assert dovecot["plugin"]["quota_warning"] == (
+        f"storage=75%% quota-warning 1468006K /var/lib/vmail/mail/{DOMAIN}/%u")
+    assert dovecot["service imap"]["process_limit"] == 300
+    for service in ("submission", "submissions"):
+        assert result["postfixMaster"][service]["maxproc"] == 50
+        assert master_args(result, service)["smtpd_client_connection_count_limit"] == "10"
     assert dovecot["plugin"]["quota_max_mail_size"] == 1000000
     assert dovecot["listen"] == "*"
     assert "imap_zlib" in dovecot["protocol imap"]["mail_plugins"]
@@ -408,6 +420,77 @@ def test_chatmail_ini_is_read_by_chatmaild(tmp_path, settings):
             continue
         expected = value.strip() if isinstance(value, str) else value
         assert getattr(config, key) == expected, key
+
+
+def test_system_limits_default_to_upstream_1_12(tmp_path):
+    result = render({"domain": DOMAIN}, tmp_path)
+    assert result["dovecot"]["service imap"]["process_limit"] == 10000
+    assert result["postfixMaster"]["submission"]["maxproc"] == 1000
+    assert master_args(result, "submissions")["smtpd_client_connection_count_limit"] == "200"
+    assert {k: result["settings"][k] for k in ("max_load_1m", "min_available_memory", "min_free_disk_space")} \
+        == {"max_load_1m": 5, "min_available_memory": "200M", "min_free_disk_space": "1G"}
+
+
+@pytest.mark.parametrize(("size", "rule", "target"), [
+    ("500M", "512000K", "358400K"), ("1000K", "1000K", "700K"), ("500", "512000K", "358400K"),
+    ("1gb", "1048576K", "734003K"),
+])
+def test_quota_rule_and_warning_from_the_mailbox_size(tmp_path, size, rule, target):
+    result = render({"domain": DOMAIN, "settings": {"max_mailbox_size": size}}, tmp_path)
+    plugin = result["dovecot"]["plugin"]
+    assert plugin["quota_rule"] == f"*:storage={rule}"
+    assert plugin["quota_warning"].split()[:3] == ["storage=75%%", "quota-warning", target]
+    quota_warning = result["dovecot"]["service quota-warning"]
+    assert quota_warning["executable"] == "script chatmail-quota-expire"
+    assert quota_warning["user"] == "vmail"
+
+
+def test_fsync_is_off_for_lmtp_and_imap(tmp_path):
+    dovecot = render({"domain": DOMAIN}, tmp_path)["dovecot"]
+    assert dovecot["protocol lmtp"]["mail_fsync"] == dovecot["protocol imap"]["mail_fsync"] == "never"
+    assert "mail_fsync" not in dovecot  # the default (optimized) elsewhere, e.g. for the expiry
+
+
+@pytest.mark.parametrize(("settings", "problem"), [
+    ({"max_mailbox_size": "lots"}, 'settings.max_mailbox_size = "lots" is not a size'),
+    ({"min_free_disk_space": "1.5G"}, 'settings.min_free_disk_space = "1.5G" is not a size'),
+    ({"max_smtp_connections": 4}, "settings.max_smtp_connections = 4 is too small"),
+])
+def test_bad_limits_are_problems(tmp_path, settings, problem):
+    problems = render({"domain": DOMAIN, "settings": settings}, tmp_path)["problems"]
+    assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_a_message_larger_than_the_free_quarter_is_a_warning(tmp_path):
+    assert render({"domain": DOMAIN}, tmp_path)["warnings"] == []
+    (warning,) = render({"domain": DOMAIN, "settings": {"max_mailbox_size": "100M"}}, tmp_path)["warnings"]
+    assert "max_message_size (31457280 bytes)" in warning and "at least 121M" in warning
+
+
+def test_metrics(tmp_path):
+    off = render({"domain": DOMAIN}, tmp_path)
+    assert "metrics" not in off["daemons"] and "chatmail-metrics" not in off["systemdUnits"]
+    assert "mtail_address" not in off["settings"] and "service stats" not in off["dovecot"]
+    assert "milter_header_checks" not in off["postfixMain"]
+    on = render({"domain": DOMAIN, "metrics": {"enable": True, "address": "10.1.2.3", "port": 9999},
+                 "paths": {"logFiles": ["postfix=/l/p.log", "dovecot=/l/d.log"]}}, tmp_path)
+    assert on["problems"] == []
+    assert on["daemons"]["metrics"] == [
+        "chatmail-metrics", "/etc/chatmail/chatmail.ini", "--address", "10.1.2.3", "--port", "9999",
+        "--dovecot-stats", "http://127.0.0.1:3904/metrics", "--log", "postfix=/l/p.log", "--log", "dovecot=/l/d.log"]
+    assert on["settings"]["mtail_address"] == "10.1.2.3"
+    assert on["dovecot"]["service stats"]["inet_listener http"] == {"address": "127.0.0.1", "port": 3904}
+    assert on["dovecot"]["metric mail_deliveries"] == {"filter": "event=mail_delivery_finished"}
+    assert "/^DKIM-Signature:/ INFO" in on["postfixMain"]["milter_header_checks"]
+    unit = on["systemdUnits"]["chatmail-metrics"]["serviceConfig"]
+    assert unit["SupplementaryGroups"] == ["systemd-journal"] and "IPAddressDeny" not in unit
+    loopback = render({"domain": DOMAIN, "metrics": {"enable": True}}, tmp_path)
+    assert loopback["daemons"]["metrics"][-1] == "--journal"
+    assert loopback["systemdUnits"]["chatmail-metrics"]["serviceConfig"]["IPAddressAllow"] == "localhost"
+    clash = render({"domain": DOMAIN, "metrics": {"enable": True, "port": 10080}}, tmp_path)
+    assert clash["problems"] == ["metrics port 10080 collides with a mail port; choose another"]
+    with pytest.raises(NixError, match="mtail_address"):
+        render({"domain": DOMAIN, "settings": {"mtail_address": "127.0.0.1"}}, tmp_path)
 
 
 def test_daemon_command_lines(tmp_path):

@@ -119,6 +119,20 @@ in
       default = { };
     };
 
+    services.journald.storage = mkOption {
+      type = types.enum [
+        "persistent"
+        "volatile"
+        "auto"
+        "none"
+      ];
+      default = "persistent";
+    };
+    services.journald.extraConfig = mkOption {
+      type = types.lines;
+      default = "";
+    };
+
     security.pki.caBundle = mkOption {
       type = types.path;
       default = "/etc/ssl/certs/ca-certificates.crt";
