@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import json
 import subprocess
 import sys
 import tempfile
@@ -69,3 +70,20 @@ def load_local_relay():
     sys.modules["local_relay"] = module  # dataclasses look their module up there
     loader.exec_module(module)
     return module
+
+
+SCRAPE = r"""
+import json, sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+samples = (line.rpartition(" ") for line in text.splitlines() if line and not line.startswith("#"))
+print(json.dumps({name: float(value) for name, _, value in samples}))
+"""
+
+
+def scrape_metrics(netns: str, url: str, timeout: float = 60) -> dict[str, float]:
+    """A relay's metrics endpoint, read inside its namespace: sample (with labels) -> value."""
+    result = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", SCRAPE, url],
+                            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        raise AssertionError(f"scraping {url} in {netns} failed: {result.stderr}")
+    return json.loads(result.stdout)

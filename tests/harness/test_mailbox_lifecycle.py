@@ -32,6 +32,7 @@ from harness_lib import (
     harness_state_dir,
     load_local_relay,
     run_local_relay,
+    scrape_metrics,
 )
 
 DOMAIN = "_life.test"
@@ -356,3 +357,83 @@ def test_login_records_the_day_of_the_last_login(relay: LifeRelay) -> None:
     relay.client("inbox", account.addr, account.password)
     today = int(time.time()) // DAY * DAY
     wait_until(lambda: int(password_file.stat().st_mtime) == today, 10, "last login day = today")
+
+
+# --- quota that makes room (upstream 1.10) ------------------------------------------------------
+
+
+def quota_usage_kib(relay: LifeRelay, account: Account) -> int:
+    quota = relay.client("inbox", account.addr, account.password)
+    (storage,) = [q for q in quota["quotas"] if q["resource"] == "STORAGE"]
+    return storage["usage"]
+
+
+def relay_metrics(relay: LifeRelay) -> dict[str, float]:
+    url = json.loads((relay.state / "relays.json").read_text())["relays"][0]["metrics_url"]
+    return scrape_metrics(relay.netns, url)
+
+
+# Stored, a message of this payload takes about 23 % of the quota (armored: 4/3): three stay
+# below the 75 % that triggers quota expiry, a fourth goes over it.
+QUARTER_MESSAGE = MAILBOX_LIMIT_KIB * 1024 * 17 // 100
+
+
+def fill_with(relay: LifeRelay, sender: Account, recipient: Account, count: int) -> list[str]:
+    """Deliver COUNT messages of QUARTER_MESSAGE; their file names (a bounce instead: a timeout)."""
+    return [deliver(relay, sender, recipient, size=QUARTER_MESSAGE) for _ in range(count)]
+
+
+def removals(relay: LifeRelay, account: Account) -> int:
+    return relay.log("dovecot").count(f"quota-expire: removed 1 message(s) from {account.addr}")
+
+
+def test_mail_older_than_a_day_makes_room_and_the_sender_gets_no_bounce(relay: LifeRelay) -> None:
+    recipient, sender = new_account(relay), new_account(relay)
+    metrics_before = relay_metrics(relay)
+    old = fill_with(relay, sender, recipient, 3)
+    usage = quota_usage_kib(relay, recipient)
+    assert 0.6 * MAILBOX_LIMIT_KIB < usage < 0.75 * MAILBOX_LIMIT_KIB, usage
+    for path in message_files(relay.mailboxes / recipient.addr).values():
+        backdate(path, 2)
+
+    # each of these takes the mailbox over 75 %: Dovecot runs chatmail-quota-expire, which removes
+    # the oldest message (older than a day) to get back to 70 %. Dovecot does not wait for the
+    # script: the next message is sent once it is done, as mail that does not come in a burst of
+    # more than the free quarter is (a burst may still find the mailbox full and bounce).
+    recent = []
+    for count in (1, 2, 3):
+        recent += fill_with(relay, sender, recipient, 1)
+        wait_until(lambda: removals(relay, recipient) >= count, DELIVERY_TIMEOUT, f"removal {count}")
+    files = message_files(relay.mailboxes / recipient.addr)
+    assert set(files) == set(recent), f"old left: {set(files) & set(old)}"
+    # six messages of 23 % each reached the mailbox, the sender has no bounce
+    assert relay.client("inbox", sender.addr, sender.password)["messages"] == []
+    assert quota_usage_kib(relay, recipient) <= 0.75 * MAILBOX_LIMIT_KIB
+
+    # mail younger than a day is never removed: over 75 % with it alone, nothing goes
+    newest = fill_with(relay, sender, recipient, 1)
+    time.sleep(1)  # a removal, if any, would have happened by now
+    assert set(message_files(relay.mailboxes / recipient.addr)) == set(recent + newest)
+    assert quota_usage_kib(relay, recipient) > 0.75 * MAILBOX_LIMIT_KIB
+    assert removals(relay, recipient) == 3
+
+    counted = wait_until(lambda: (m := relay_metrics(relay))["quota_expire_removed_files"]
+                         >= metrics_before["quota_expire_removed_files"] + 3 and m,
+                         DELIVERY_TIMEOUT, "the removals counted")
+    assert counted["quota_expire_runs"] - metrics_before["quota_expire_runs"] >= 3
+
+
+def test_daily_expiry_makes_room_too(relay: LifeRelay) -> None:
+    recipient, sender = new_account(relay), new_account(relay)
+    # three messages of 24.5 %: over the 70 % the expiry aims at, below the 75 % that triggers
+    names = [deliver(relay, sender, recipient, size=MAILBOX_LIMIT_KIB * 1024 * 18 // 100) for _ in range(3)]
+    assert 0.70 * MAILBOX_LIMIT_KIB < quota_usage_kib(relay, recipient) < 0.75 * MAILBOX_LIMIT_KIB
+    files = message_files(relay.mailboxes / recipient.addr)
+    for age, name in zip((3, 2, 0), names):
+        backdate(files[name], age)
+    done = run_expire(relay)
+    assert done.returncode == 0, done.stderr
+    assert f"quota-expire: removed 1 message(s) from {recipient.addr}" in done.stderr
+    # the oldest went; Dovecot counts the mailbox anew (its quota cache was removed)
+    assert set(message_files(relay.mailboxes / recipient.addr)) == set(names[1:])
+    assert quota_usage_kib(relay, recipient) <= 0.70 * MAILBOX_LIMIT_KIB
