@@ -27,8 +27,10 @@ testers.runNixOSTest {
   name = "chatmail-basic";
 
   nodes.server =
-    { nodes, ... }:
+    { nodes, pkgs, ... }:
     {
+      # reads the metrics endpoint on loopback
+      environment.systemPackages = [ pkgs.curl ];
       imports = [
         (common.relay {
           inherit domain domains;
@@ -114,8 +116,20 @@ testers.runNixOSTest {
         sizes = sum(m["size"] for m in inbox["messages"])
         assert 0.95 * sizes / 1024 < storage["usage"] <= sizes / 1024 + 1, (storage, sizes)
 
+    with subtest("metrics: one endpoint on loopback, counters moved by the mail above"):
+        server.wait_for_unit("chatmail-metrics.service")
+        metrics = "curl -sf http://127.0.0.1:3903/metrics"
+        for counter in ("delivered_mail", "outgoing_encrypted_mail_count", "rejected_unencrypted_mail_count",
+                        "created_accounts", "quota_exceeded", "dkim_signed", "dovecot_mail_deliveries_total"):
+            server.wait_until_succeeds(f"{metrics} | grep -E '^{counter} [1-9]'", timeout=30)
+        server.succeed(f"{metrics} | grep -E '^dovecot_stats_up 1'")
+        server.fail("curl -sf http://${domain}:3903/metrics")  # loopback only
+        # the journal: in memory, three days
+        server.succeed("grep -x 'Storage=volatile' /etc/systemd/journald.conf")
+        server.succeed("grep -x 'MaxRetentionSec=3d' /etc/systemd/journald.conf")
+
     with subtest("killed daemons come back (Restart=always)"):
-        for unit in ("doveauth", "filtermail", "filtermail-incoming", "chatmail-metadata"):
+        for unit in ("doveauth", "filtermail", "filtermail-incoming", "chatmail-metadata", "chatmail-metrics"):
             pid = server.succeed(f"systemctl show -P MainPID {unit}.service").strip()
             server.succeed(f"systemctl kill --signal=SIGKILL {unit}.service")
             server.wait_until_succeeds(
