@@ -322,8 +322,11 @@ def test_limits_reach_postfix_and_dovecot(tmp_path):
 
 
 def test_small_mailboxes_warn(summary, tmp_path):
-    assert summary["warnings"] == []
-    (warning,) = evaluate(relay(settings={"max_mailbox_size": "50M"}), tmp_path)["warnings"]
+    def ours(warnings: list[str]) -> list[str]:  # nixpkgs' own (e.g. about Dovecot 2.3) aside
+        return [w for w in warnings if w.startswith("services.chatmail:")]
+
+    assert ours(summary["warnings"]) == []
+    (warning,) = ours(evaluate(relay(settings={"max_mailbox_size": "50M"}), tmp_path)["warnings"])
     assert warning.startswith("services.chatmail: settings.max_message_size (31457280 bytes)")
 
 
