@@ -16,12 +16,14 @@ from nix_tools import render
 
 MAX_EXPOSURE = 2.0
 UNITS = {"doveauth", "filtermail", "filtermail-incoming", "chatmail-metadata", "chatmail-newemail",
-         "chatmail-expire", "chatmail-turn-credentials"}
+         "chatmail-expire", "chatmail-turn-credentials", "chatmail-metrics"}
 
 
 @pytest.fixture(scope="module")
 def units(tmp_path_factory) -> dict:
-    return render({"domain": "chat.example.org"}, tmp_path_factory.mktemp("units"))["systemdUnits"]
+    # metrics as the module enables them by default
+    return render({"domain": "chat.example.org", "metrics": {"enable": True}},
+                  tmp_path_factory.mktemp("units"))["systemdUnits"]
 
 
 def exposure(unit_file: Path) -> float:
