@@ -206,6 +206,7 @@ let
       {
         # The scrape endpoint: reads the journal (group systemd-journal, which PrivateUsers
         # would hide), serves HTTP on metrics.address and reads Dovecot's listener on loopback.
+        # (tests/systemd runs it under a real systemd)
         chatmail-metrics = {
           description = "chatmail metrics for Prometheus (chatmail-metrics)";
           serviceConfig =
@@ -217,6 +218,13 @@ let
               DynamicUser = true;
               SupplementaryGroups = [ "systemd-journal" ];
               PrivateUsers = false;
+              # journalctl reads the boot id (/proc/sys/kernel/random/boot_id), no process file;
+              # and with any of these three, `journalctl --follow` as this dynamic user saw no
+              # new entry (measured under systemd 252, tests/systemd)
+              ProcSubset = "all";
+              ProtectProc = "default";
+              ProtectKernelTunables = false;
+              ProtectControlGroups = false;
               ProtectHome = true;
               RestrictAddressFamilies = [
                 "AF_UNIX"

@@ -28,7 +28,7 @@ from nspawn import Container
 
 DOMAIN = "chat.test"
 UNITS = ["doveauth", "filtermail", "filtermail-incoming", "chatmail-metadata", "chatmail-newemail",
-         "chatmail-turn-credentials", "chatmail-expire"]
+         "chatmail-turn-credentials", "chatmail-metrics", "chatmail-expire"]
 DAEMONS = UNITS[:-1]
 PUSH_PORT = 9910
 TURN_SECRET = "turn-secret-of-the-test-0123456789"
@@ -45,6 +45,9 @@ def rendered(tmp_path_factory) -> dict:
         "domain": DOMAIN,
         "paths": {"binDir": str(VENV / "bin")},
         "pushNotificationUrl": f"http://127.0.0.1:{PUSH_PORT}/notify",
+        "metrics": {"enable": True},  # as the module has it by default: reads the journal
+        # the test machine's load is no relay's: doveauth refuses new accounts above 5
+        "settings": {"max_load_1m": 1000},
     }, tmp_path_factory.mktemp("render"))
 
 
@@ -127,6 +130,7 @@ def daemon_endpoints(rendered: dict) -> dict:
         "filtermail_socket": paths["filtermailSocket"],
         "filtermail_incoming_socket": paths["filtermailIncomingSocket"],
         "newemail_port": rendered["discovery"]["ports"]["newemail"],
+        "metrics_port": rendered["metrics"]["port"],
     }
 
 
@@ -233,8 +237,10 @@ def test_daemons_stayed_up_confined(container: Container, probe: dict, rendered:
         assert status["Seccomp"].strip() == "2", name  # SystemCallFilter and friends
         assert int(status["CapEff"], 16) == 0, name
         # PrivateUsers: a user namespace of its own, mapping root and the service's user only
+        # (not chatmail-metrics: the journal's group must stay mapped)
         uid_map = container.run("cat", f"/proc/{pid}/uid_map").stdout.split()
-        assert uid_map != ["0", "0", "4294967295"] and len(uid_map) <= 6, (name, uid_map)
+        private_users = rendered["systemdUnits"][name]["serviceConfig"]["PrivateUsers"]
+        assert (uid_map != ["0", "0", "4294967295"] and len(uid_map) <= 6) == private_users, (name, uid_map)
         private_network = rendered["systemdUnits"][name]["serviceConfig"].get("PrivateNetwork", False)
         net = container.run("readlink", f"/proc/{pid}/ns/net").stdout
         assert (net != init_net) == private_network, name
@@ -242,6 +248,28 @@ def test_daemons_stayed_up_confined(container: Container, probe: dict, rendered:
         mounts = [line.split() for line in
                   container.run("cat", f"/proc/{pid}/mountinfo").stdout.splitlines()]
         assert [m[5].split(",")[0] for m in mounts if m[4] == "/"][-1] == "ro", (name, mounts)
+
+
+def test_metrics_count_what_the_daemons_wrote_to_the_journal(container: Container, probe: dict,
+                                                             rendered: dict) -> None:
+    """chatmail-metrics (a dynamic user in systemd-journal) read the journal while the probe ran:
+    doveauth's new account, filtermail's accepted and refused mail."""
+    url = f"http://127.0.0.1:{rendered['metrics']['port']}/metrics"
+    script = ("import sys, time, urllib.request\n"
+              "deadline = time.monotonic() + 30\n"
+              "while True:\n"
+              "    text = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()\n"
+              "    values = dict(l.rsplit(' ', 1) for l in text.splitlines() if l and l[0] != '#')\n"
+              "    if float(values['rejected_unencrypted_mail_count']) >= 2 or time.monotonic() > deadline:\n"
+              "        break\n"
+              "    time.sleep(0.5)\n"
+              "print(' '.join(f'{k}={v}' for k, v in values.items()))\n")
+    output = container.run(str(VENV / "bin" / "python"), "-c", script, url, timeout=60).stdout
+    values = dict(pair.split("=", 1) for pair in output.split())
+    for counter, least in {"created_accounts": 1, "outgoing_encrypted_mail_count": 1,
+                           "incoming_encrypted_mail_count": 1, "rejected_unencrypted_mail_count": 2}.items():
+        assert float(values[counter]) >= least, (counter, values, journal(container))
+    assert values["dovecot_stats_up"] == "0"  # no Dovecot in the container: said, not hidden
 
 
 def test_the_confinement_mechanisms_work_in_this_container(container: Container) -> None:

@@ -222,11 +222,14 @@ def test_daemon_counts_appended_lines_and_passes_dovecots_metrics_on(make_ini, t
         stats.shutdown()
         stats.server_close()
         assert value(scrape(port), "dovecot_stats_up") == 0
+        assert value(scrape(port), "dovecot_stats_up") == 0
     finally:
         process.terminate()
         process.wait(TIMEOUT)
         stats.server_close()
-    assert process.returncode == 0, process.stderr.read() if process.stderr else ""
+    log = process.stderr.read() if process.stderr else ""
+    assert process.returncode == 0, log
+    assert log.count("cannot read Dovecot's metrics") == 1, log  # when it starts, not each scrape
 
 
 def test_daemon_refuses_a_bad_log_option(make_ini) -> None:

@@ -256,18 +256,28 @@ def follow_journal(counts: Counts, stop: threading.Event) -> None:
 # --- serving
 
 
-def dovecot_stats(url: str | None) -> str:
-    """Dovecot's metrics now, and whether they could be read (``dovecot_stats_up``)."""
-    if url is None:
-        return ""
-    try:
-        with urllib.request.urlopen(url, timeout=DOVECOT_STATS_TIMEOUT) as response:
-            text = without_eof(response.read().decode("utf-8", "replace"))
-        up = 1
-    except (OSError, ValueError) as e:
-        log.warning("cannot read Dovecot's metrics at %s: %s", url, e)
-        text, up = "", 0
-    return f"# HELP dovecot_stats_up Whether Dovecot's metrics could be read.\n# TYPE dovecot_stats_up gauge\ndovecot_stats_up {up}\n{text}"
+class DovecotStats:
+    """Dovecot's metrics at each scrape, and whether they could be read (``dovecot_stats_up``);
+    a failure is logged when it starts, not at every scrape."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.up = True
+
+    def read(self) -> str:
+        if self.url is None:
+            return ""
+        try:
+            with urllib.request.urlopen(self.url, timeout=DOVECOT_STATS_TIMEOUT) as response:
+                text = without_eof(response.read().decode("utf-8", "replace"))
+            up = True
+        except (OSError, ValueError) as e:
+            if self.up:
+                log.warning("cannot read Dovecot's metrics at %s: %s", self.url, e)
+            text, up = "", False
+        self.up = up
+        return ("# HELP dovecot_stats_up Whether Dovecot's metrics could be read.\n"
+                f"# TYPE dovecot_stats_up gauge\ndovecot_stats_up {int(up)}\n{text}")
 
 
 def make_handler(render: Callable[[], str]) -> type[BaseHTTPRequestHandler]:
@@ -323,8 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         reader = threading.Thread(target=follow_files, args=(followers, counts, stop), daemon=True)
     reader.start()
 
+    stats = DovecotStats(args.dovecot_stats)
+
     def render() -> str:
-        return exposition(counts.snapshot()) + dovecot_stats(args.dovecot_stats)
+        return exposition(counts.snapshot()) + stats.read()
 
     server_class = ThreadingHTTPServer
     if ":" in args.address:
