@@ -56,6 +56,9 @@ LINES = [
                 "sasl_method=PLAIN, sasl_username=usl88i7gq@chat.test", {"postfix_noqueue": 1}),
     ("postfix", "Dec 01 04:54:15 chat postfix/submission/smtpd[21702]: proxy-reject: END-OF-MESSAGE: 523 "
                 "Encryption Needed: Invalid Unencrypted Mail; from=<a@chat.test>", {"postfix_rejects": 1}),
+    ("postfix", "Dec 01 06:40:02 chat postfix/submission/smtpd[9613]: 4DBB1EA4001: milter-reject: "
+                "END-OF-MESSAGE from unknown[198.18.0.2]: 5.7.1 Encryption Needed: Invalid Unencrypted Mail; "
+                "from=<a@chat.test> to=<b@chat.test> proto=ESMTP helo=<client.test>", {"postfix_rejects": 1}),
     ("postfix", "Dec 01 04:54:15 chat postfix/submission/smtpd[21702]: NOQUEUE: reject: RCPT from unknown"
                 "[198.18.0.2]: 553 5.7.1 <a@chat.test>: Sender address rejected",
      {"postfix_noqueue": 1, "postfix_rejects": 1}),

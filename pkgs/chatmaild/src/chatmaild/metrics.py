@@ -72,7 +72,7 @@ COUNTERS = [
     Counter("rejected_registrations", "New accounts doveauth refused at a system limit (load, memory, disk)."),
     Counter("postfix_timeouts", "SMTP sessions Postfix ended with a timeout after DATA."),
     Counter("postfix_noqueue", "Postfix log lines with NOQUEUE (sessions that queued nothing, rejects)."),
-    Counter("postfix_rejects", "Commands or messages Postfix rejected (NOQUEUE reject, proxy-reject)."),
+    Counter("postfix_rejects", "Commands or messages Postfix rejected (NOQUEUE reject, milter-reject)."),
     Counter("warning_count", "Log lines of level warning."),
     Counter("filtered_outgoing_mail_count", "Outgoing messages filtermail accepted."),
     Counter("outgoing_encrypted_mail_count", "Outgoing encrypted (OpenPGP/MIME) messages accepted."),
@@ -102,7 +102,7 @@ RULES = [
     rule("doveauth", r"registration rejected: ", "rejected_registrations"),
     rule("postfix", r"timeout after DATA", "postfix_timeouts"),
     rule("postfix", r"NOQUEUE", "postfix_noqueue"),
-    rule("postfix", r"NOQUEUE: reject: |proxy-reject: ", "postfix_rejects"),
+    rule("postfix", r"NOQUEUE: reject: |milter-reject: |proxy-reject: ", "postfix_rejects"),
     # Postfix "warning:", Dovecot "Warning:", chatmaild "WARNING" (not Dovecot's "quota-warning")
     rule(None, r"(?i)(?<![\w-])warning\b", "warning_count"),
     rule("filtermail", r"Outgoing: Filtering encrypted mail\.", "outgoing_encrypted_mail_count", "filtered_outgoing_mail_count"),
