@@ -5,6 +5,7 @@ against filtermail's milter sessions on a unix socket, in a thread of the test p
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import struct
 import subprocess
@@ -301,3 +302,26 @@ def test_console_script_usage(make_ini, argv: list[str]):
     result = subprocess.run([filtermail_command(), str(make_ini(DOMAIN)), *argv], capture_output=True, text=True,
                             timeout=TIMEOUT)
     assert result.returncode == 2 and "usage: filtermail" in result.stderr
+
+
+def test_each_mail_that_passes_is_logged_by_kind_in_upstreams_words(
+    outgoing: MilterServer, incoming: MilterServer, config: Config, caplog: pytest.LogCaptureFixture
+):
+    """One line per mail that passed the encryption rule (chatmail-metrics counts them)."""
+    caplog.set_level(logging.INFO, logger="filtermail")
+    sender, to = new_addr(), new_addr("other.test")
+    out = outgoing.client()
+    out.transaction(sender, [to], encrypted(sender, to), login=sender)
+    out.transaction(sender, [to], testmail.to_bytes(testmail.make_securejoin_request(sender, to)), login=sender)
+    out.transaction(sender, [to], plain(sender, to), login=sender)
+    stranger, local = new_addr("other.test"), new_addr()
+    (config.mailboxes_dir / local).mkdir(parents=True)
+    incoming.client().transaction(stranger, [local], encrypted(stranger, local))
+    report = testmail.to_bytes(testmail.make_mailer_daemon_report("mailer-daemon@other.test", local))
+    incoming.client().transaction("", [local], report)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines.count("Outgoing: Filtering encrypted mail.") == 1
+    assert lines.count("Outgoing: Filtering unencrypted mail.") == 1  # the Secure-Join request
+    assert lines.count("refused: 523 Encryption Needed: Invalid Unencrypted Mail") == 1
+    assert lines.count("Incoming: Filtering encrypted mail.") == 1
+    assert lines.count("Incoming: Filtering mailer-daemon message.") == 1
