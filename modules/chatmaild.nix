@@ -21,7 +21,14 @@ let
 in
 {
   config = lib.mkIf cfg.enable {
-    environment.etc."chatmail/chatmail.ini".text = cfg.rendered.chatmailIni;
+    environment.etc =
+      {
+        "chatmail/chatmail.ini".text = cfg.rendered.chatmailIni;
+      }
+      // lib.optionalAttrs (cfg.rendered.appVersionsJson != null) {
+        # read by chatmail-metadata at each lookup: a change needs no restart
+        "chatmail/appversions.json".text = cfg.rendered.appVersionsJson;
+      };
 
     users.users.${paths.vmailUser} = {
       isSystemUser = true;

@@ -11,6 +11,7 @@
 
 let
   inherit (lib) mkOption types;
+  submodule = options: types.submodule { inherit options; };
 
   cfg = config.services.chatmail;
   render = import ./render.nix;
@@ -125,7 +126,7 @@ let
     irohRelay = {
       inherit (cfg.irohRelay) enable port;
     };
-    inherit (cfg) pushNotificationUrl;
+    inherit (cfg) pushNotificationUrl appVersions;
     metrics = {
       inherit (cfg.metrics)
         enable
@@ -289,6 +290,55 @@ in
         addresses: kept in memory only (`Storage=volatile`) and at most this long
         (`MaxRetentionSec`), as upstream relays do for privacy. `null` leaves journald as it is
         configured elsewhere (`services.journald`).
+      '';
+    };
+
+    appVersions = mkOption {
+      type = types.nullOr (
+        submodule {
+          clients = mkOption {
+            type = types.listOf (submodule {
+              clientId = mkOption {
+                type = types.nonEmptyStr;
+                example = "deltachat";
+                description = "The app, as Delta Chat core names it.";
+              };
+              sources = mkOption {
+                type = types.listOf (submodule {
+                  sourceId = mkOption {
+                    type = types.nonEmptyStr;
+                    example = "gplay";
+                    description = "Where the app comes from (core takes the first matching source).";
+                  };
+                  versionInteger = mkOption {
+                    type = types.ints.u32;
+                    example = 754;
+                    description = "The version as the integer core compares.";
+                  };
+                  versionString = mkOption {
+                    type = types.nonEmptyStr;
+                    example = "2.57.0";
+                    description = "The version as shown to the user.";
+                  };
+                  downloadUrl = mkOption {
+                    type = types.nonEmptyStr;
+                    description = "Where the app downloads this version.";
+                  };
+                });
+                description = "The sources of this app.";
+              };
+            });
+            description = "One entry per app.";
+          };
+        }
+      );
+      default = null;
+      description = ''
+        The app version index `chatmail-metadata` serves as IMAP METADATA
+        `/shared/vendor/deltachat/appversions` (one line of JSON), from which apps installed
+        outside app stores learn about updates. `null`: the index shipped with chatmaild, as
+        upstream relays serve it. The types are those Delta Chat core reads: core ignores the
+        whole index when one value has another type.
       '';
     };
 

@@ -8,12 +8,13 @@
 #     -E 'import ./modules/render.nix (builtins.fromJSON (builtins.readFile ./params.json))'
 #
 # (Nix 2.8 and later). Facts follow chatmail relay 1.9.0 (cmdeploy's postfix/main.cf.j2,
-# master.cf.j2, dovecot/dovecot.conf.j2, dovecot/auth.conf, dovecot/push_notification.lua).
+# master.cf.j2, dovecot/dovecot.conf.j2, dovecot/auth.conf, dovecot/push_notification.lua), and
+# 1.10-1.12 where the network changed since (docs/upstream-compat.md).
 #
 # PARAMS (a plain attrset; everything JSON-able)
 #   domain        required. The mail domain, a lower-case DNS name of at least two labels;
 #                 labels may start with "_" (e.g. "_r1.test"). Used for myhostname, myorigin,
-#                 virtual_mailbox_domains, the ini's mail_domain and the Dovecot admin address.
+#                 virtual_mailbox_domains and the ini's mail_domain.
 #   settings      chatmail.ini values, keyed by the upstream ini key. Missing keys take the
 #                 defaults (result field `defaults`). Values: int, string, bool
 #                 or list of strings (lists are written space-separated; strings with newlines
@@ -46,8 +47,13 @@
 #                                LMTP and auth-worker user   "vmail", "vmail"
 #     binDir              directory holding `doveauth` and `filtermail`; null = leave the bare
 #                         program names for a PATH lookup     null
+#     appVersionsFile     where `appVersionsJson` is installed   "/etc/chatmail/appversions.json"
 #   pushNotificationUrl  where chatmail-metadata POSTs push notifications (chatmail-metadata
 #                 --notify-url); default: upstream's public service (result `defaultPushNotificationUrl`).
+#   appVersions   the app version index chatmail-metadata serves as IMAP METADATA
+#                 /shared/vendor/deltachat/appversions ({ clients = [ { clientId; sources = [
+#                 { sourceId; versionInteger; versionString; downloadUrl; } ]; } ]; }); null
+#                 (default): the index shipped with chatmaild, as upstream serves it.
 #   postfixMain, postfixMaster, dovecot
 #                 escape hatches, merged recursively over the rendered `postfixMain`,
 #                 `postfixMaster` and `dovecot` (attrsets merge key by key, any other value
@@ -85,6 +91,8 @@
 #                 it sets /private/messagenew on the mailbox, which chatmail-metadata answers by
 #                 notifying every device token of the mailbox.
 #   defaultPushNotificationUrl  upstream's notification service (readable without params).
+#   appVersionsJson  params.appVersions as JSON text, to install at paths.appVersionsFile; null
+#                 when params.appVersions is null (chatmail-metadata then gets no --appversions).
 #   chatmailIni   chatmail.ini text: a `[params]` section with every key of `settings`, readable
 #                 by chatmaild.config.read_config.
 #   daemons       argv lists of the chatmaild daemons (upstream command lines):
@@ -92,7 +100,8 @@
 #                 filtermail          = [ filtermail INI outgoing-milter SOCKET ]
 #                 filtermail-incoming = [ filtermail INI incoming-milter SOCKET [--skip-dkim] ]
 #                 (the milter mode; --skip-dkim when params.discovery.dkim is false)
-#                 metadata            = [ chatmail-metadata SOCKET INI --notify-url URL ]
+#                 metadata            = [ chatmail-metadata SOCKET INI --notify-url URL
+#                                         [--appversions paths.appVersionsFile] ]
 #                 turn-credentials    = [ chatmail-turn-credentials SOCKET --secret-file F … ]
 #                                       (only when params.turn.enable, the default)
 #   realtime      TURN (coturn settings and turnserver.conf, the chatmail-turn-credentials argv)
@@ -233,6 +242,8 @@ let
 
   defaultPushNotificationUrl = "https://notifications.delta.chat/notify";
   pushNotificationUrl = params.pushNotificationUrl or defaultPushNotificationUrl;
+  appVersions = params.appVersions or null;
+  appVersionsJson = if appVersions == null then null else builtins.toJSON appVersions;
 
   paths = {
     configFile = "/etc/chatmail/chatmail.ini";
@@ -253,6 +264,7 @@ let
     vmailGroup = "vmail";
     binDir = null;
     logFiles = null;
+    appVersionsFile = "/etc/chatmail/appversions.json";
   }
   // (params.paths or { });
 
@@ -449,6 +461,13 @@ let
   # OpenDKIM signs on submission and what Postfix writes itself (bounces, notices).
   dkimMilters = if discovery.dkim then [ (milterSocket discovery.opendkim.socket) ] else [ ];
 
+  # Exceptions to "verify", keyed by next hop, first match wins (upstream 1.10-1.12's
+  # smtp_tls_policy_map): TLS without certificate checks for IP literals ("[192.0.2.1]", IP-only
+  # relays) and for domains starting with "_" (test relays; no public CA signs such names), both
+  # with self-signed certificates upstream; nauta.cu has no STARTTLS at all. "$$" is a "$" after
+  # main.cf's own expansion.
+  smtpTlsPolicy = "regexp:{{/^\\[[^]]+\\]$$/ encrypt}, {/^_/ encrypt}, {/^nauta\\.cu$$/ may}}";
+
   renderedMain = {
     myhostname = domain;
     myorigin = domain;
@@ -471,6 +490,14 @@ let
     mailbox_size_limit = 0;
     message_size_limit = settings.max_message_size;
     recipient_delimiter = "+";
+    # Give up on a message after 2 days, bounces included (upstream 1.12: what is not delivered
+    # within 2 days is unlikely to be in 5; qmgr would cut bounce_queue_lifetime's default of
+    # 5d down to this anyway, with a warning).
+    maximal_queue_lifetime = "2d";
+    bounce_queue_lifetime = "2d";
+    # Header checks see the message's own headers only, never header-like lines of MIME parts in
+    # the body (upstream 1.12): nothing in the body is rewritten, so DKIM body hashes hold.
+    disable_mime_input_processing = true;
     # No reverse lookups of clients: fewer delays and DNS queries.
     smtpd_peername_lookup = false;
 
@@ -510,12 +537,12 @@ let
     ];
     tls_preempt_cipherlist = true;
 
-    # Client TLS to other relays: verified, SNI sent.
+    # Client TLS to other relays: verified, SNI sent, whatever the relay's own certificate.
     smtp_tls_security_level = "verify";
     smtp_tls_CAfile = paths.caFile;
     smtp_tls_servername = "hostname";
     smtp_tls_session_cache_database = "btree:$data_directory/smtp_scache";
-    smtp_tls_policy_maps = "inline:{nauta.cu=may}";
+    smtp_tls_policy_maps = smtpTlsPolicy;
     smtp_tls_protocols = ">=TLSv1.2";
     smtp_tls_mandatory_protocols = ">=TLSv1.2";
 
@@ -762,8 +789,6 @@ let
     disable_plaintext_auth = true;
     # Enough client slots for the process limits below (avoids doveconf's warnings).
     default_client_limit = 20000;
-    mail_server_admin = "mailto:root@${domain}";
-    mail_server_comment = "Chatmail server";
     # XDELTAPUSH: Delta Chat clients register push tokens (SETMETADATA) only where it is offered.
     imap_capability = "+XDELTAPUSH XCHATMAIL";
     # IMAP METADATA (push device tokens) lives in chatmail-metadata, for IMAP and for LMTP's
@@ -919,6 +944,14 @@ let
   }
   // (
     if settings.disable_ipv6 then { listen = "*"; } else { }
+  )
+  // (
+    # The admin contact clients read as IMAP METADATA /shared/admin (RFC 5464): the operator's
+    # privacy contact, as upstream 1.12 does; no /shared/comment.
+    if settings.privacy_mail == "" then
+      { }
+    else
+      { mail_server_admin = "mailto:${settings.privacy_mail}"; }
   )
   // (
     if settings.imap_rawlog then
@@ -1102,7 +1135,16 @@ let
       paths.configFile
       "--notify-url"
       pushNotificationUrl
-    ];
+    ]
+    ++ (
+      if appVersions == null then
+        [ ]
+      else
+        [
+          "--appversions"
+          paths.appVersionsFile
+        ]
+    );
   }
   // (if realtime.turn.enable then { turn-credentials = realtime.turn.credentials; } else { })
   // (
@@ -1157,6 +1199,7 @@ in
     dovecotAuthDictConf
     pushNotificationLua
     defaultPushNotificationUrl
+    appVersionsJson
     chatmailIni
     daemons
     jobs

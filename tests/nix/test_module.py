@@ -445,6 +445,30 @@ def test_push_notification_url_reaches_chatmail_metadata(tmp_path):
     assert argv[-2:] == ["--notify-url", "https://push.example.org/n"]
 
 
+APP_VERSIONS = {"clients": [{"clientId": "deltachat", "sources": [{
+    "sourceId": "gplay", "versionInteger": 754, "versionString": "2.57.0",
+    "downloadUrl": "https://example.org/deltachat.apk"}]}]}
+
+
+def test_app_versions_reach_chatmail_metadata(tmp_path):
+    default = evaluate(relay(), tmp_path)
+    assert "--appversions" not in default["services"]["chatmail-metadata"]["serviceConfig"]["ExecStart"]
+    assert "chatmail/appversions.json" not in default["etc"]
+    summary = evaluate(relay(appVersions=APP_VERSIONS), tmp_path)
+    argv = summary["services"]["chatmail-metadata"]["serviceConfig"]["ExecStart"].split()
+    assert argv[-2:] == ["--appversions", "/etc/chatmail/appversions.json"]
+    assert json.loads(summary["etc"]["chatmail/appversions.json"]) == APP_VERSIONS
+
+
+@pytest.mark.parametrize("bad", [{"versionInteger": "754"}, {"versionInteger": 2**32},
+                                 {"versionString": ""}])
+def test_app_versions_of_the_wrong_type_fail_evaluation(tmp_path, bad):
+    source = {**APP_VERSIONS["clients"][0]["sources"][0], **bad}
+    index = {"clients": [{"clientId": "deltachat", "sources": [source]}]}
+    with pytest.raises(NixError, match=next(iter(bad))):
+        evaluate(relay(appVersions=index), tmp_path)
+
+
 def test_maildirs_under_home_stay_reachable(tmp_path):
     services = evaluate(relay(mailboxesDir="/home/vmail/mail/x"), tmp_path)["services"]
     for name in ("doveauth", "filtermail", "filtermail-incoming", "chatmail-expire"):

@@ -4,6 +4,7 @@ Postfix 3.7 / Dovecot 2.3 tools of Debian (postconf, postfix check, postmap, dov
 from __future__ import annotations
 
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from chatmaild.config import read_config
-from chatmaild.metadata import MESSAGENEW_KEY
+from chatmaild.metadata import MAX_SMTP_RECIPIENTS, MESSAGENEW_KEY
 from chatmaild.notifier import DEFAULT_NOTIFY_URL
 from nix_tools import NixError, render
 
@@ -168,6 +169,38 @@ def test_login_map_and_header_checks_work_in_postfix(tmp_path, tls_files):
     assert postmap_query(conf, "Subject: secret plans", header_checks) == "REPLACE Subject: [...]"
     assert postmap_query(conf, "Received: from 1.2.3.4", header_checks) == "IGNORE"
     assert postmap_query(conf, "From: a@b.test", header_checks) == ""
+
+
+def test_queue_lifetime_mime_and_recipient_limit_as_upstream_1_12(tmp_path, tls_files):
+    result = render(local_params(tmp_path, tls_files), tmp_path)
+    assert postfix_diagnostics(result, tmp_path) == []
+    conf = tmp_path / "postfix"
+    assert postconf_expanded(conf, "maximal_queue_lifetime") == "2d"
+    # not above maximal_queue_lifetime: qmgr would cut it down with a warning
+    assert postconf_expanded(conf, "bounce_queue_lifetime") == "2d"
+    assert postconf_expanded(conf, "disable_mime_input_processing") == "yes"
+    # chatmail-metadata tells clients this limit (maxsmtprecipients)
+    assert postconf_expanded(conf, "smtpd_recipient_limit") == str(MAX_SMTP_RECIPIENTS)
+
+
+@pytest.mark.parametrize(("next_hop", "policy"), [
+    ("[192.0.2.1]", "encrypt"),           # IP-only relays: self-signed certificates
+    ("[IPv6:2001:db8::1]", "encrypt"),
+    ("_r1.test", "encrypt"),              # test relays: no CA signs names starting with "_"
+    ("_chat.example.org", "encrypt"),
+    ("nauta.cu", "may"),                  # no STARTTLS at all
+    ("chat.example.org", ""),             # everyone else: smtp_tls_security_level = verify
+    ("x_y.test", ""),
+    ("sub.nauta.cu", ""),
+    ("chat.example.org_", ""),
+    ("[192.0.2.1]:2525", ""),
+])
+def test_smtp_tls_policy_as_upstream(tmp_path, tls_files, next_hop, policy):
+    result = render(local_params(tmp_path, tls_files), tmp_path)
+    assert postfix_diagnostics(result, tmp_path) == []
+    conf = tmp_path / "postfix"
+    assert postconf_expanded(conf, "smtp_tls_security_level") == "verify"
+    assert postmap_query(conf, next_hop, postconf_expanded(conf, "smtp_tls_policy_maps")) == policy
 
 
 def free_ports(count: int) -> list[int]:
@@ -383,6 +416,17 @@ def test_dovecot_plugins_exist_in_debian(tmp_path, settings):
         assert glob.glob(f"/usr/lib/dovecot/modules/lib*_{plugin}_plugin.so"), plugin
 
 
+def test_dovecot_admin_contact_is_the_privacy_mail(tmp_path, tls_files):
+    # upstream 1.12: IMAP METADATA /shared/admin is privacy_mail when set; no /shared/comment
+    for settings, admin in (({}, None), ({"privacy_mail": "privacy@x.test"}, "mailto:privacy@x.test")):
+        dovecot = render({"domain": DOMAIN, "settings": settings}, tmp_path)["dovecot"]
+        assert dovecot.get("mail_server_admin") == admin
+        assert "mail_server_comment" not in dovecot
+    params = local_params(tmp_path, tls_files, settings={"privacy_mail": "privacy@x.test"})
+    proc = doveconf(render(params, tmp_path), tmp_path)
+    assert "mail_server_admin = mailto:privacy@x.test" in proc.stdout.splitlines()
+
+
 def test_dovecot_listeners_and_auth(tmp_path):
     result = render({"domain": DOMAIN, "paths": {"postfixQueueDir": "/q",
                                                  "doveauthSocket": "/run/x/auth.sock"}},
@@ -534,6 +578,12 @@ def test_push_metadata_goes_to_chatmail_metadata(tmp_path):
     assert result["daemons"]["metadata"] == [
         "chatmail-metadata", "/run/m/m.sock", "/c/chatmail.ini",
         "--notify-url", "http://198.18.0.2:9/n"]
+    assert result["appVersionsJson"] is None
+    index = {"clients": [{"clientId": "x", "sources": []}]}
+    result = render({**params, "appVersions": index, "paths": {"appVersionsFile": "/a.json"}},
+                    tmp_path)
+    assert result["daemons"]["metadata"][-2:] == ["--appversions", "/a.json"]
+    assert json.loads(result["appVersionsJson"]) == index
     # the script sets the key that chatmail-metadata answers with notifications
     lua = result["pushNotificationLua"]
     assert f'metadata_set("/private/{MESSAGENEW_KEY}"' in lua

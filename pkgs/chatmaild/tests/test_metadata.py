@@ -18,15 +18,20 @@ from test_notifier import WAIT, FakeEndpoint, free_port
 from chatmaild import dictproto
 from chatmaild.config import Config
 from chatmaild.metadata import (
+    APPVERSIONS_KEY,
+    DEFAULT_APPVERSIONS,
     IROH_RELAY_KEY,
+    MAX_SMTP_RECIPIENTS_KEY,
     MAX_TOKENS_PER_MAILBOX,
     TOKEN_MAX_AGE,
     DictSession,
     MetadataDict,
     TokenStore,
+    appversions_problems,
     attribute_name,
     live_tokens,
     main,
+    read_appversions,
     with_token,
 )
 from chatmaild.notifier import QUEUE_DIR_NAME
@@ -176,6 +181,83 @@ def test_other_lookups_and_iteration(session: DictSession) -> None:
     assert run(session, f"I9\t0\tpriv/{GUID}/\t{ADDR}") == [b"\n"]
 
 
+def test_server_metadata_as_upstream_1_12(session: DictSession) -> None:
+    lookup = f"Lshared/{GUID}/{{}}\t{ADDR}"
+    assert run(session, lookup.format(MAX_SMTP_RECIPIENTS_KEY)) == [b"O1000\n"]
+    [appversions] = run(session, lookup.format(APPVERSIONS_KEY))
+    assert appversions.startswith(b"O") and appversions.count(b"\n") == 1
+    assert json.loads(appversions[1:]) == json.loads(DEFAULT_APPVERSIONS.read_text())
+    # other names under the same prefix, and the same names as private attributes
+    unknown = lookup.format(MAX_SMTP_RECIPIENTS_KEY.replace("maxsmtprecipients", "unknown"))
+    assert run(session, unknown, f"Lpriv/{GUID}/{MAX_SMTP_RECIPIENTS_KEY}\t{ADDR}") == [
+        b"N\n",
+        b"N\n",
+    ]
+
+
+def test_appversions_file_is_read_at_each_lookup(example_config: Config, tmp_path: Path) -> None:
+    path = tmp_path / "appversions.json"
+    session = DictSession(MetadataDict(TokenStore(example_config), RecordingNotifier(), None, path))
+    lookup = f"Lshared/{GUID}/{APPVERSIONS_KEY}\t{ADDR}"
+    assert run(session, lookup) == [b"N\n"]
+    # pretty-printed, with a newline inside a string: served as one line all the same
+    path.write_text('{\n  "clients": [{"clientId": "one\\ntwo", "sources": []}]\n}\n')
+    assert run(session, lookup) == [b'O{"clients":[{"clientId":"one\\ntwo","sources":[]}]}\n']
+    path.write_text("not json")
+    assert run(session, lookup) == [b"N\n"]
+    assert read_appversions(path) is None
+
+
+def test_shipped_appversions_are_what_core_reads() -> None:
+    assert appversions_problems(json.loads(DEFAULT_APPVERSIONS.read_text())) == []
+
+
+SOURCE = "clients[0].sources[0]"
+
+
+def shipped_source() -> tuple[dict, dict]:
+    data = json.loads(DEFAULT_APPVERSIONS.read_text())
+    return data, data["clients"][0]["sources"][0]
+
+
+@pytest.mark.parametrize("value", [True, -1, 2**32, "754", 754.0, None])
+def test_appversions_version_integer_must_be_u32(value: object) -> None:
+    data, source = shipped_source()
+    source["versionInteger"] = value
+    assert appversions_problems(data) == [
+        f"{SOURCE}.versionInteger: expected an integer from 0 to 2^32-1"
+    ]
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (lambda d, s: d.update(extra=1), 'expected an object with the one key "clients"'),
+        (lambda d, s: d.update(clients={}), '"clients" is not a list'),
+        (
+            lambda d, s: d["clients"][0].update(clientIds="x"),
+            'clients[0]: expected the keys "clientId" and "sources"',
+        ),
+        (
+            lambda d, s: d["clients"][0].update(clientId=""),
+            "clients[0].clientId: expected a non-empty string",
+        ),
+        (
+            lambda d, s: s.pop("downloadUrl"),
+            f"{SOURCE}: expected the keys sourceId, versionInteger, versionString, downloadUrl",
+        ),
+        (
+            lambda d, s: s.update(versionString=2),
+            f"{SOURCE}.versionString: expected a non-empty string",
+        ),
+    ],
+)
+def test_appversions_problems_name_the_place(change: Callable, problem: str) -> None:
+    data, source = shipped_source()
+    change(data, source)
+    assert appversions_problems(data) == [problem]
+
+
 @pytest.mark.parametrize("line", ["", "X1", "S1\tkey\tvalue", "C7", "S", "U1", "Lkey\x01"])
 def test_malformed_requests_raise_protocol_error(session: DictSession, line: str) -> None:
     with pytest.raises(dictproto.ProtocolError):
@@ -217,7 +299,9 @@ class DictClient:
 
 
 class Daemon:
-    def __init__(self, ini: Path, socket_path: Path, log: Path, notify_url: str) -> None:
+    def __init__(
+        self, ini: Path, socket_path: Path, log: Path, notify_url: str, *extra: str
+    ) -> None:
         self.args = [
             str(Path(sys.executable).with_name("chatmail-metadata")),
             str(socket_path),
@@ -226,6 +310,7 @@ class Daemon:
             notify_url,
             "--retry-delay",
             "0.2",
+            *extra,
         ]
         self.socket_path = socket_path
         self.log = log
@@ -271,8 +356,10 @@ def start_daemon(
     (mailboxes_dir / ADDR).mkdir(parents=True)
     daemons: list[Daemon] = []
 
-    def start(notify_url: str) -> Daemon:
-        daemon = Daemon(ini, tmp_path / "metadata.socket", tmp_path / "daemon.log", notify_url)
+    def start(notify_url: str, *extra: str) -> Daemon:
+        daemon = Daemon(
+            ini, tmp_path / "metadata.socket", tmp_path / "daemon.log", notify_url, *extra
+        )
         daemon.start()
         daemons.append(daemon)
         return daemon
@@ -354,6 +441,24 @@ def test_daemon_keeps_pending_notifications_over_a_restart(
         wait_until(lambda: not queue_entries(tmp_path))
     finally:
         endpoint.close()
+
+
+def test_daemon_serves_the_given_app_version_index(
+    start_daemon: Callable[..., Daemon], endpoint: FakeEndpoint, tmp_path: Path
+) -> None:
+    index = tmp_path / "appversions.json"
+    data, source = shipped_source()
+    source["versionInteger"] = "754"  # core would drop the whole index: said at start
+    index.write_text(json.dumps(data))
+    daemon = start_daemon(endpoint.url, "--appversions", str(index))
+    client = daemon.client()
+    assert client.lookup(f"shared/{GUID}/{MAX_SMTP_RECIPIENTS_KEY}") == b"O1000\n"
+    assert json.loads(client.lookup(f"shared/{GUID}/{APPVERSIONS_KEY}")[1:]) == data
+    client.close()
+    assert (
+        f"{index}: Delta Chat ignores this app version index: clients[0].sources[0]"
+        ".versionInteger: expected an integer" in daemon.log.read_text()
+    )
 
 
 def test_daemon_survives_malformed_input(

@@ -9,12 +9,16 @@ Dovecot (``mail_attribute_dict = proxy:SOCKET:metadata``) turns mailbox attribut
   tokens, space-separated. Unset is accepted and ignored: which token would it remove?
 - ``priv/*/messagenew`` set: the LMTP push-notification Lua script sets it when a message
   arrives; every token of the mailbox gets a notification (see notifier.py).
-- ``shared/*/vendor/vendor.dovecot/pvt/server/vendor/deltachat/irohrelay`` lookup
-  (``GETMETADATA "" /shared/vendor/deltachat/irohrelay``): the ``iroh_relay`` URL (not found
-  when it is empty).
-- ``shared/*/vendor/vendor.dovecot/pvt/server/vendor/deltachat/turn`` lookup: fresh TURN
+- server metadata, ``GETMETADATA "" /shared/vendor/deltachat/<name>``, which Dovecot looks up as
+  ``shared/*/vendor/vendor.dovecot/pvt/server/vendor/deltachat/<name>`` (upstream 1.12's answers):
+  ``irohrelay``: the ``iroh_relay`` URL (not found when it is empty); ``turn``: fresh TURN
   credentials, ``<mail_domain>:3478:<username>:<password>``, from the unix socket
-  ``turn_socket_path`` (chatmail-turn-credentials, turn.py); not found when nothing answers there.
+  ``turn_socket_path`` (chatmail-turn-credentials, turn.py), not found when nothing answers there;
+  ``maxsmtprecipients``: 1000, the most recipients Postfix takes in one SMTP transaction (Delta
+  Chat core sends to more as several transactions); ``appversions``: the app version index
+  (``--appversions FILE``, by default the ``appversions.json`` shipped with chatmaild) as one line
+  of compact JSON, for apps installed outside app stores; not found when the file is missing or
+  not JSON.
 
 Anything else: lookups answer not-found, iterations are empty, a transaction that sets another key
 fails at commit. Changes take effect at commit, in order; rollback discards them.
@@ -28,11 +32,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +59,15 @@ log = logging.getLogger(__name__)
 
 DEVICETOKEN_KEY = "devicetoken"
 MESSAGENEW_KEY = "messagenew"
-IROH_RELAY_KEY = "vendor/vendor.dovecot/pvt/server/vendor/deltachat/irohrelay"
-TURN_KEY = "vendor/vendor.dovecot/pvt/server/vendor/deltachat/turn"
+SERVER_KEY_PREFIX = "vendor/vendor.dovecot/pvt/server/vendor/deltachat/"
+IROH_RELAY_KEY = SERVER_KEY_PREFIX + "irohrelay"
+TURN_KEY = SERVER_KEY_PREFIX + "turn"
+MAX_SMTP_RECIPIENTS_KEY = SERVER_KEY_PREFIX + "maxsmtprecipients"
+APPVERSIONS_KEY = SERVER_KEY_PREFIX + "appversions"
+# Postfix's smtpd_recipient_limit, whose default render.nix keeps (a test holds them together)
+MAX_SMTP_RECIPIENTS = 1000
+DEFAULT_APPVERSIONS = Path(str(files(__package__).joinpath("appversions.json")))
+APPVERSION_SOURCE_KEYS = ("sourceId", "versionInteger", "versionString", "downloadUrl")
 METADATA_FILE_NAME = "metadata.json"
 TOKEN_MAX_AGE = 90 * 86400  # seconds a token lives after its client last set it
 TOKEN_MAX_FUTURE = 60  # timestamps further ahead are bogus (clock jumped back)
@@ -87,6 +100,55 @@ def with_token(tokens: dict[str, int], token: str, now: float) -> dict[str, int]
     updated[token] = int(now)
     newest = sorted(updated.items(), key=lambda item: item[1])[-MAX_TOKENS_PER_MAILBOX:]
     return dict(newest)
+
+
+def appversions_problems(data: Any) -> list[str]:
+    """Why Delta Chat core would not use this app version index (empty: it would).
+
+    Core reads it into typed structures and drops the whole index when one value has another
+    type; a misspelled key silently becomes a default, so unknown keys count as problems too.
+    """
+    if not isinstance(data, dict) or set(data) != {"clients"}:
+        return ['expected an object with the one key "clients"']
+    if not isinstance(data["clients"], list):
+        return ['"clients" is not a list']
+    problems = []
+    for i, client in enumerate(data["clients"]):
+        where = f"clients[{i}]"
+        if not isinstance(client, dict) or set(client) != {"clientId", "sources"}:
+            problems.append(f'{where}: expected the keys "clientId" and "sources"')
+            continue
+        if not isinstance(client["clientId"], str) or not client["clientId"]:
+            problems.append(f"{where}.clientId: expected a non-empty string")
+        if not isinstance(client["sources"], list):
+            problems.append(f"{where}.sources: expected a list")
+            continue
+        for j, source in enumerate(client["sources"]):
+            at = f"{where}.sources[{j}]"
+            if not isinstance(source, dict) or set(source) != set(APPVERSION_SOURCE_KEYS):
+                problems.append(f"{at}: expected the keys {', '.join(APPVERSION_SOURCE_KEYS)}")
+                continue
+            for key in ("sourceId", "versionString", "downloadUrl"):
+                if not isinstance(source[key], str) or not source[key]:
+                    problems.append(f"{at}.{key}: expected a non-empty string")
+            number = source["versionInteger"]
+            # core parses it as an unsigned 32-bit integer
+            if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number < 2**32:
+                problems.append(f"{at}.versionInteger: expected an integer from 0 to 2^32-1")
+    return problems
+
+
+def read_appversions(path: Path) -> str | None:
+    """The app version index at ``path`` as one line of compact JSON (a dict value is one
+    protocol line); None when the file is missing or not JSON."""
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.error("cannot serve app versions from %s: %s", path, e)
+        return None
+    return json.dumps(data, separators=(",", ":"))
 
 
 def attribute_name(key: str) -> tuple[str, str]:
@@ -152,12 +214,15 @@ class MetadataDict:
         iroh_relay: str | None,
         turn_host: str = "",
         turn_socket: Path | None = None,
+        appversions: Path = DEFAULT_APPVERSIONS,
     ) -> None:
         self.store = store
         self.notifier = notifier
         self.iroh_relay = iroh_relay
         self.turn_host = turn_host
         self.turn_socket = turn_socket
+        # read at each lookup, as upstream does: a changed file takes effect without a restart
+        self.appversions = appversions
 
     async def turn_reply(self) -> bytes:
         """Fresh TURN credentials (see turn.py); not found when the socket does not answer."""
@@ -185,11 +250,22 @@ class MetadataDict:
                 log.warning("token lookup for %r failed: %s", user, e)
                 return dictproto.FAIL_REPLY
             return dictproto.ok_reply(" ".join(tokens))
-        if scope == "shared" and name == IROH_RELAY_KEY and self.iroh_relay:
-            return dictproto.ok_reply(self.iroh_relay)
         if scope == "shared" and name == TURN_KEY:
             return self.turn_reply()
+        if scope == "shared":
+            value = self._server_value(name)
+            if value is not None:
+                return dictproto.ok_reply(value)
         return dictproto.NOT_FOUND_REPLY
+
+    def _server_value(self, name: str) -> str | None:
+        if name == IROH_RELAY_KEY:
+            return self.iroh_relay or None
+        if name == MAX_SMTP_RECIPIENTS_KEY:
+            return str(MAX_SMTP_RECIPIENTS)
+        if name == APPVERSIONS_KEY:
+            return read_appversions(self.appversions)
+        return None
 
     def commit(self, transaction: Transaction) -> bool:
         """Apply the changes of ``transaction``; False if it must fail (nothing applied then,
@@ -304,7 +380,12 @@ class DictSession:
 
 
 async def serve(
-    socket_path: Path, config: Config, notify_url: str, retry_delay: float, workers: int
+    socket_path: Path,
+    config: Config,
+    notify_url: str,
+    retry_delay: float,
+    workers: int,
+    appversions: Path = DEFAULT_APPVERSIONS,
 ) -> None:
     store = TokenStore(config)
     queue_dir = config.mailboxes_dir / QUEUE_DIR_NAME
@@ -314,7 +395,8 @@ async def serve(
     )
     await notifier.start()
     handler = MetadataDict(
-        store, notifier, config.iroh_relay, config.mail_domain, config.turn_socket_path
+        store, notifier, config.iroh_relay, config.mail_domain, config.turn_socket_path,
+        appversions,
     )
     try:
         await dictserver.serve_until_stopped(
@@ -362,8 +444,21 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_WORKERS,
         help=f"concurrent notification requests (default: {DEFAULT_WORKERS})",
     )
+    parser.add_argument(
+        "--appversions",
+        type=Path,
+        default=DEFAULT_APPVERSIONS,
+        help="JSON file served as /shared/vendor/deltachat/appversions (default: the index "
+        "shipped with chatmaild)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    served = read_appversions(args.appversions)
+    if served is None:
+        log.warning("no app version index in %s: appversions answers not-found", args.appversions)
+    else:
+        for problem in appversions_problems(json.loads(served)):
+            log.error("%s: Delta Chat ignores this app version index: %s", args.appversions, problem)
 
     try:
         config = read_config(args.chatmail_ini)
@@ -374,7 +469,16 @@ def main(argv: list[str] | None = None) -> int:
         log.error("mailboxes_dir does not exist: %s", config.mailboxes_dir)
         return 1
     try:
-        asyncio.run(serve(args.socket, config, args.notify_url, args.retry_delay, args.workers))
+        asyncio.run(
+            serve(
+                args.socket,
+                config,
+                args.notify_url,
+                args.retry_delay,
+                args.workers,
+                args.appversions,
+            )
+        )
     except (OSError, ValueError) as e:
         log.error("%s", e)
         return 1
