@@ -1,5 +1,5 @@
 # chatmaild: chatmail.ini, the vmail user and the doveauth / filtermail / chatmail-metadata /
-# chatmail-metrics services.
+# chatmail-metrics / chatmail-mxdeliv services.
 { config, lib, ... }:
 
 let
@@ -62,6 +62,15 @@ in
       };
       chatmail-metadata = daemonService "chatmail-metadata";
       chatmail-metrics = lib.mkIf cfg.metrics.enable (daemonService "chatmail-metrics");
+    }
+    # relay-to-relay delivery over HTTPS (mxdeliv.nix), when rendered
+    // lib.genAttrs (
+      lib.filter (name: units ? ${name}) [
+        "chatmail-mxdeliv"
+        "chatmail-mxdeliv-outgoing"
+      ]
+    ) daemonService
+    // {
       chatmail-expire = {
         inherit (units.chatmail-expire) description serviceConfig;
       };

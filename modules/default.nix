@@ -34,6 +34,9 @@ let
     postfix_reinject_port = setting types.port "Loopback port on which Postfix takes outgoing mail back from filtermail's SMTP mode (not used by this module).";
     filtermail_smtp_port_incoming = setting types.port "Loopback port of filtermail for incoming mail in its SMTP mode (not used by this module).";
     postfix_reinject_port_incoming = setting types.port "Loopback port on which Postfix takes incoming mail back from filtermail's SMTP mode (not used by this module).";
+    filtermail_http_port_incoming = setting types.port "Loopback port of `chatmail-mxdeliv`, to which nginx passes `/mxdeliv` (relay-to-relay mail over HTTPS; upstream's key).";
+    postfix_mxdeliv_port = setting types.port "Loopback port on which Postfix takes mail that arrived over HTTPS from `chatmail-mxdeliv`, with the checks of port 25.";
+    mxdeliv_fallback_port = setting types.port "Loopback port of `chatmail-mxdeliv`'s SMTP side, Postfix's fallback relay for relays whose port 25 cannot be reached.";
     disable_ipv6 = setting types.bool "Whether Postfix and Dovecot listen on IPv4 only.";
     acme_email = setting types.str "Contact address given to the ACME CA when {option}`services.chatmail.tls.mode` is `\"acme\"` (empty: `security.acme.defaults.email`).";
     imap_rawlog = setting types.bool "Whether Dovecot writes each IMAP session to `.in`/`.out` files in the maildir (debugging only; nothing removes them).";
@@ -144,6 +147,7 @@ let
       # Delta Chat cannot check such a certificate: /new hands out dclogin: URLs that accept it
       selfSigned = cfg.tls.mode == "selfSigned" || lib.hasPrefix "_" (toString cfg.domain);
     };
+    mxdeliv = { inherit (cfg.mxdeliv) enable fallback; };
     postfixMain = cfg.postfix.main;
     postfixMaster = cfg.postfix.master;
     dovecot = cfg.dovecot;
@@ -173,6 +177,7 @@ in
     ./dkim.nix
     ./realtime.nix
     ./journald.nix
+    ./mxdeliv.nix
   ];
 
   options.services.chatmail = {

@@ -5,9 +5,10 @@
 # its header documents the params (`discovery`, `paths.*` below). Facts from chatmail relay
 # 1.9.0 (cmdeploy nginx/nginx.conf.j2, opendkim/opendkim.conf, postfix/master.cf.j2).
 #
-# INPUT  { domain, settings, params, program, realtime } (program: name -> path of a chatmaild
-#        program; realtime: render-realtime.nix's result — the iroh relay's locations join the
-#        HTTPS site, and the pages say which realtime services run)
+# INPUT  { domain, settings, params, program, realtime, mxdeliv } (program: name -> path of a
+#        chatmaild program; realtime: render-realtime.nix's result — the iroh relay's locations
+#        join the HTTPS site, and the pages say which realtime services run; mxdeliv: whether
+#        chatmail-mxdeliv takes relay-to-relay mail over HTTPS)
 #
 # params.discovery (every field optional):
 #   alpn            multiplex port 443 by TLS ALPN (nginx stream + ssl_preread): "imap" -> 993,
@@ -39,6 +40,8 @@
 #               (index.html, privacy.html and info.html from the privacy_* and limit settings,
 #               .well-known/autoconfig/mail/config-v1.1.xml, .well-known/mta-sts.txt; for a
 #               self-signed relay also dclogin.js)
+#               The site also passes /mxdeliv (relay-to-relay mail over HTTPS, upstream 1.10-1.12)
+#               to chatmail-mxdeliv on settings.filtermail_http_port_incoming when mxdeliv is on.
 #   qr          { file, content }: the index page shows wwwDir/<file>, a QR code (PNG) of
 #               <content>, which the deployer makes (qrencode) at build time or start
 #   nginx       servers   list of { name, serverNames, listen = [ { addr, port, ssl } ], default,
@@ -70,6 +73,7 @@
       locations = { };
     };
   },
+  mxdeliv ? false,
 }:
 let
   inherit (builtins)
@@ -414,7 +418,25 @@ let
         # the URL of early printed QR codes
         "= /cgi-bin/newemail.py" = newemailProxy;
       }
-      // realtime.irohRelay.locations;
+      // realtime.irohRelay.locations
+      // (
+        if mxdeliv then
+          {
+            # Other relays POST mail here (upstream's route: "/mxdeliv" and below), at most
+            # max_message_size bytes, which nginx buffers before passing it on; the answer to a
+            # larger one is an SMTP reply too, so the sender bounces it instead of retrying.
+            "/mxdeliv" = ''
+              client_max_body_size ${toString settings.max_message_size};
+              error_page 413 @mxdeliv-too-large;
+              proxy_pass http://127.0.0.1:${toString settings.filtermail_http_port_incoming};
+            '';
+            "@mxdeliv-too-large" = textType + ''
+              return 413 "552 5.3.4 Message size exceeds fixed limit\n";
+            '';
+          }
+        else
+          { }
+      );
       extraConfig = hstsHeader;
     }
     {

@@ -97,6 +97,7 @@ let
     IPAddressDeny = "any";
     RestrictAddressFamilies = [ "AF_UNIX" ];
   };
+  # any address, e.g. a resolver or another relay, wherever it is
   resolverAccess = {
     RestrictAddressFamilies = [
       "AF_UNIX"
@@ -105,14 +106,9 @@ let
     ];
   };
 
-  # chatmail-newemail talks HTTP (to nginx) on loopback only (AF_UNIX: an asyncio event loop
-  # wakes itself up through a socketpair).
-  loopbackOnly = {
-    RestrictAddressFamilies = [
-      "AF_UNIX"
-      "AF_INET"
-      "AF_INET6"
-    ];
+  # chatmail-newemail and chatmail-mxdeliv incoming talk HTTP (to nginx) and SMTP (to Postfix)
+  # on loopback only (AF_UNIX: an asyncio event loop wakes itself up through a socketpair).
+  loopbackOnly = resolverAccess // {
     IPAddressDeny = "any";
     IPAddressAllow = "localhost";
   };
@@ -161,13 +157,8 @@ let
     # themselves: HTTPS to the notification service, wherever it is.
     chatmail-metadata = {
       description = "chatmail push notifications (chatmail-metadata)";
-      serviceConfig = daemon daemons.metadata (socketDirectory paths.metadataSocket // {
+      serviceConfig = daemon daemons.metadata (socketDirectory paths.metadataSocket // resolverAccess // {
         ReadWritePaths = [ paths.mailboxesDir ];
-        RestrictAddressFamilies = [
-          "AF_UNIX"
-          "AF_INET"
-          "AF_INET6"
-        ];
       });
     };
     # /new behind nginx: reads chatmail.ini (world-readable) and looks whether the nocreate
@@ -246,6 +237,20 @@ let
     else
       { }
   )
+  // optionalAttrs (daemons ? mxdeliv) {
+    # /mxdeliv behind nginx: HTTP in, SMTP out to Postfix, both on loopback.
+    chatmail-mxdeliv = {
+      description = "chatmail relay-to-relay delivery over HTTPS, incoming (chatmail-mxdeliv)";
+      serviceConfig = daemon daemons.mxdeliv loopbackOnly;
+    };
+  }
+  // optionalAttrs (daemons ? mxdeliv-outgoing) {
+    # Postfix's fallback relay: SMTP in on loopback, DNS and HTTPS out to any relay.
+    chatmail-mxdeliv-outgoing = {
+      description = "chatmail relay-to-relay delivery over HTTPS, outgoing (chatmail-mxdeliv)";
+      serviceConfig = daemon daemons.mxdeliv-outgoing resolverAccess;
+    };
+  }
   // {
     # Deletes old messages and inactive accounts (settings delete_*_after).
     chatmail-expire = {
@@ -257,6 +262,8 @@ let
       };
     };
   };
+
+  optionalAttrs = condition: attrs: if condition then attrs else { };
 
   unitValue = value: if isBool value then (if value then "yes" else "no") else toString value;
   # lists as repeated assignments, as nixpkgs writes them

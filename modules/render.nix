@@ -50,6 +50,12 @@
 #     appVersionsFile     where `appVersionsJson` is installed   "/etc/chatmail/appversions.json"
 #   pushNotificationUrl  where chatmail-metadata POSTs push notifications (chatmail-metadata
 #                 --notify-url); default: upstream's public service (result `defaultPushNotificationUrl`).
+#   mxdeliv       relay-to-relay delivery over HTTPS (chatmail-mxdeliv, upstream 1.10-1.12's
+#                 /mxdeliv); every field optional:
+#     enable      other relays may POST mail to https://<domain>/mxdeliv (nginx route, daemon
+#                 `mxdeliv`, Postfix's loopback smtpd `mxdeliv` with port 25's checks)   true
+#     fallback    mail for a relay whose port 25 cannot be reached goes to its /mxdeliv
+#                 (Postfix smtp_fallback_relay -> daemon `mxdeliv-outgoing`)             true
 #   appVersions   the app version index chatmail-metadata serves as IMAP METADATA
 #                 /shared/vendor/deltachat/appversions ({ clients = [ { clientId; sources = [
 #                 { sourceId; versionInteger; versionString; downloadUrl; } ]; } ]; }); null
@@ -110,6 +116,9 @@
 #                 turn_socket_path is paths.turnSocket (not accepted in settings), its iroh_relay
 #                 https://<domain> when the iroh relay is served, else empty, unless
 #                 settings.iroh_relay names one.
+#                 mxdeliv             = [ chatmail-mxdeliv INI incoming ]  (mxdeliv.enable)
+#                 mxdeliv-outgoing    = [ chatmail-mxdeliv INI outgoing --ca-file CA ]
+#                                                                    (mxdeliv.fallback)
 #   discovery     nginx (HTTPS site: autoconfig, MTA-STS, /new, index; port 80; ALPN on 443),
 #                 the files it serves, OpenDKIM, the chatmail-newemail argv: see
 #                 render-discovery.nix, which also documents params.discovery and its paths.
@@ -205,6 +214,9 @@ let
     postfix_reinject_port = 10025;
     filtermail_smtp_port_incoming = 10081;
     postfix_reinject_port_incoming = 10026;
+    filtermail_http_port_incoming = 10082;
+    postfix_mxdeliv_port = 10027;
+    mxdeliv_fallback_port = 10084;
     disable_ipv6 = false;
     acme_email = "";
     imap_rawlog = false;
@@ -243,6 +255,12 @@ let
   defaultPushNotificationUrl = "https://notifications.delta.chat/notify";
   pushNotificationUrl = params.pushNotificationUrl or defaultPushNotificationUrl;
   appVersions = params.appVersions or null;
+  mxdeliv = {
+    enable = true;
+    fallback = true;
+  }
+  // (params.mxdeliv or { });
+  mxdelivFallback = mxdeliv.fallback;
   appVersionsJson = if appVersions == null then null else builtins.toJSON appVersions;
 
   paths = {
@@ -351,6 +369,9 @@ let
     "postfix_reinject_port"
     "filtermail_smtp_port_incoming"
     "postfix_reinject_port_incoming"
+    "filtermail_http_port_incoming"
+    "postfix_mxdeliv_port"
+    "mxdeliv_fallback_port"
   ];
   internalPorts = listToAttrs (
     map (key: {
@@ -464,9 +485,27 @@ let
   # Exceptions to "verify", keyed by next hop, first match wins (upstream 1.10-1.12's
   # smtp_tls_policy_map): TLS without certificate checks for IP literals ("[192.0.2.1]", IP-only
   # relays) and for domains starting with "_" (test relays; no public CA signs such names), both
-  # with self-signed certificates upstream; nauta.cu has no STARTTLS at all. "$$" is a "$" after
-  # main.cf's own expansion.
-  smtpTlsPolicy = "regexp:{{/^\\[[^]]+\\]$$/ encrypt}, {/^_/ encrypt}, {/^nauta\\.cu$$/ may}}";
+  # with self-signed certificates upstream; nauta.cu has no STARTTLS at all. The fallback relay
+  # (chatmail-mxdeliv outgoing, loopback) speaks plain SMTP. "$$" is a "$" after main.cf's own
+  # expansion.
+  fallbackRelay = "[127.0.0.1]:${toString settings.mxdeliv_fallback_port}";
+  smtpTlsPolicy =
+    "regexp:{"
+    + (
+      if mxdelivFallback then
+        "{/^\\[127\\.0\\.0\\.1\\]:${toString settings.mxdeliv_fallback_port}$$/ none}, "
+      else
+        ""
+    )
+    + "{/^\\[[^]]+\\]$$/ encrypt}, {/^_/ encrypt}, {/^nauta\\.cu$$/ may}}";
+
+  # Every check of mail from other relays, on port 25's smtpd and on the loopback smtpd that
+  # takes mail from /mxdeliv: filtermail's incoming milter (encryption, DKIM), and the cleanup
+  # that drops Received headers.
+  relayChecks = {
+    smtpd_milters = milterSocket paths.filtermailIncomingSocket;
+    cleanup_service_name = "incomingclean";
+  };
 
   renderedMain = {
     myhostname = domain;
@@ -682,12 +721,13 @@ let
       type = "inet";
       private = false;
       command = "smtpd";
-      args = opts {
-        smtpd_tls_security_level = "encrypt";
-        smtpd_tls_mandatory_protocols = ">=TLSv1.2";
-        smtpd_milters = milterSocket paths.filtermailIncomingSocket;
-        cleanup_service_name = "incomingclean";
-      };
+      args = opts (
+        relayChecks
+        // {
+          smtpd_tls_security_level = "encrypt";
+          smtpd_tls_mandatory_protocols = ">=TLSv1.2";
+        }
+      );
     };
     # Ports 587 (STARTTLS) and 465 (TLS from the start): Delta Chat clients, SASL through
     # Dovecot, every message through filtermail (outgoing).
@@ -728,8 +768,45 @@ let
       else
         { }
     )
+    // (
+      if mxdelivFallback then
+        {
+          # A relay whose port 25 cannot be reached (blocked, refused, no answer) gets the
+          # message over HTTPS instead: chatmail-mxdeliv outgoing POSTs it to its /mxdeliv.
+          smtp_fallback_relay = fallbackRelay;
+        }
+      else
+        { }
+    )
   ) (params.postfixMain or { });
-  postfixMaster = mergeOver renderedMaster (params.postfixMaster or { });
+  postfixMaster = mergeOver (
+    renderedMaster
+    // (
+      if mxdeliv.enable then
+        {
+          # Mail that arrived over HTTPS (chatmail-mxdeliv incoming): port 25's checks, on
+          # loopback without TLS. Its client is 127.0.0.1, inside mynetworks: only this
+          # relay's own domain may be a recipient.
+          mxdeliv = {
+            name = "127.0.0.1:${toString settings.postfix_mxdeliv_port}";
+            type = "inet";
+            private = false;
+            chroot = false;
+            maxproc = 100;
+            command = "smtpd";
+            args = opts (
+              relayChecks
+              // {
+                syslog_name = "postfix/mxdeliv";
+                smtpd_relay_restrictions = "reject_unauth_destination";
+              }
+            );
+          };
+        }
+      else
+        { }
+    )
+  ) (params.postfixMaster or { });
 
   postfixValue =
     value:
@@ -1098,6 +1175,7 @@ let
       program
       ;
     inherit realtime;
+    mxdeliv = mxdeliv.enable;
   };
 
   # Periodic jobs (upstream: chatmail-expire daily at 00:02).
@@ -1161,6 +1239,32 @@ let
           "http://127.0.0.1:${toString metrics.dovecotStatsPort}/metrics"
         ]
         ++ (if paths.logFiles == null then [ "--journal" ] else concatMap (file: [ "--log" file ]) paths.logFiles);
+      }
+    else
+      { }
+  )
+  // (
+    if mxdeliv.enable then
+      {
+        mxdeliv = [
+          (program "chatmail-mxdeliv")
+          paths.configFile
+          "incoming"
+        ];
+      }
+    else
+      { }
+  )
+  // (
+    if mxdelivFallback then
+      {
+        mxdeliv-outgoing = [
+          (program "chatmail-mxdeliv")
+          paths.configFile
+          "outgoing"
+          "--ca-file"
+          paths.caFile
+        ];
       }
     else
       { }

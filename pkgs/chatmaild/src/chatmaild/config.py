@@ -143,6 +143,11 @@ _PARAMS: dict[str, tuple[Callable[[str, str], Any], str | None]] = {
     "postfix_reinject_port": (_port, "10025"),
     "filtermail_smtp_port_incoming": (_port, "10081"),
     "postfix_reinject_port_incoming": (_port, "10026"),
+    # relay-to-relay delivery over HTTPS (chatmail-mxdeliv): upstream's key for the loopback port
+    # behind nginx's /mxdeliv route, and this relay's own two (its Postfix side)
+    "filtermail_http_port_incoming": (_port, "10082"),
+    "postfix_mxdeliv_port": (_port, "10027"),
+    "mxdeliv_fallback_port": (_port, "10084"),
     "disable_ipv6": (_bool, "false"),
     "acme_email": (_text, ""),
     "iroh_relay": (_text, None),  # default depends on mail_domain, see read_config
@@ -198,6 +203,9 @@ class Config:
     postfix_reinject_port: int = 10025
     filtermail_smtp_port_incoming: int = 10081
     postfix_reinject_port_incoming: int = 10026
+    filtermail_http_port_incoming: int = 10082
+    postfix_mxdeliv_port: int = 10027
+    mxdeliv_fallback_port: int = 10084
     disable_ipv6: bool = False
     acme_email: str = ""
     mtail_address: str | None = None
