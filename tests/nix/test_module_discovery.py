@@ -78,6 +78,34 @@ def test_nginx_off(tmp_path):
     assert 443 not in summary["firewallPorts"] and 80 not in summary["firewallPorts"]
 
 
+def test_mail_over_https(tmp_path):
+    summary = evaluate(relay(), tmp_path)
+    site = vhosts(summary)[DOMAIN]["locations"]
+    assert "proxy_pass http://127.0.0.1:10082;" in site["/mxdeliv"]["extraConfig"]
+    services = summary["services"]
+    assert services["chatmail-mxdeliv"]["serviceConfig"]["ExecStart"].endswith(
+        "/bin/chatmail-mxdeliv /etc/chatmail/chatmail.ini incoming")
+    assert services["chatmail-mxdeliv-outgoing"]["serviceConfig"]["ExecStart"].endswith(
+        "/bin/chatmail-mxdeliv /etc/chatmail/chatmail.ini outgoing"
+        " --ca-file /etc/ssl/certs/ca-certificates.crt")
+    assert "multi-user.target" in services["chatmail-mxdeliv"]["wantedBy"]
+    main, master = summary["postfix"]["main"], summary["postfix"]["master"]
+    assert main["smtp_fallback_relay"] == "[127.0.0.1]:10084"
+    assert master["mxdeliv"]["name"] == "127.0.0.1:10027"
+    assert master_args(master["mxdeliv"])["smtpd_proxy_filter"] == "127.0.0.1:10081"
+
+    # without nginx nothing serves /mxdeliv: receiving is off by default, sending stays on
+    summary = evaluate(relay(nginx={"enable": False}), tmp_path)
+    assert "chatmail-mxdeliv" not in summary["services"]
+    assert "mxdeliv" not in summary["postfix"]["master"]
+    assert "chatmail-mxdeliv-outgoing" in summary["services"]
+    summary = evaluate(relay(mxdeliv={"fallback": False}), tmp_path)
+    assert "chatmail-mxdeliv-outgoing" not in summary["services"]
+    assert "smtp_fallback_relay" not in summary["postfix"]["main"]
+    failed = failed_assertions(relay(nginx={"enable": False}, mxdeliv={"enable": True}), tmp_path)
+    assert any("services.chatmail.mxdeliv.enable needs nginx" in m for m in failed), failed
+
+
 def test_self_signed_certificate_is_shared_with_nginx(tmp_path):
     summary = evaluate(relay(), tmp_path)
     site = vhosts(summary)[DOMAIN]

@@ -44,6 +44,9 @@ CHANGED_SETTINGS: dict[str, Any] = {
     "postfix_reinject_port": 20025,
     "filtermail_smtp_port_incoming": 20081,
     "postfix_reinject_port_incoming": 20026,
+    "filtermail_http_port_incoming": 20082,
+    "postfix_mxdeliv_port": 20027,
+    "mxdeliv_fallback_port": 20084,
     "disable_ipv6": True,
     "acme_email": "ops@x.test",
     "imap_rawlog": True,
@@ -338,6 +341,38 @@ def test_postfix_relay_defaults(tmp_path):
     assert main["milter_default_action"] == "tempfail"
 
 
+def test_mail_over_https_meets_port_25s_checks(tmp_path, tls_files):
+    result = render(local_params(tmp_path, tls_files), tmp_path)
+    assert postfix_diagnostics(result, tmp_path) == []
+    mxdeliv, port25 = master_args(result, "mxdeliv"), master_args(result, "smtp_inet")
+    assert result["postfixMaster"]["mxdeliv"]["name"] == "127.0.0.1:10027"
+    # every check of port 25 but TLS (loopback); the client is 127.0.0.1, inside mynetworks,
+    # so relaying is refused explicitly
+    assert {k: v for k, v in port25.items() if not k.startswith("smtpd_tls_")} == {
+        k: v for k, v in mxdeliv.items() if k not in ("syslog_name", "smtpd_relay_restrictions")}
+    assert mxdeliv["smtpd_relay_restrictions"] == "reject_unauth_destination"
+    assert "127.0.0.0/8" in result["postfixMain"]["mynetworks"]
+    # mail that cannot reach a peer's port 25 goes to chatmail-mxdeliv outgoing, in plain SMTP
+    conf = tmp_path / "postfix"
+    assert postconf_expanded(conf, "smtp_fallback_relay") == "[127.0.0.1]:10084"
+    policy = postconf_expanded(conf, "smtp_tls_policy_maps")
+    assert postmap_query(conf, "[127.0.0.1]:10084", policy) == "none"
+    assert postmap_query(conf, "[127.0.0.1]:25", policy) == ""
+    assert result["daemons"]["mxdeliv-outgoing"][-2:] == ["--ca-file", result["paths"]["caFile"]]
+
+
+@pytest.mark.parametrize("mxdeliv", [{"enable": False}, {"fallback": False}])
+def test_mail_over_https_can_be_turned_off(tmp_path, tls_files, mxdeliv):
+    result = render(local_params(tmp_path, tls_files, mxdeliv=mxdeliv), tmp_path)
+    assert postfix_diagnostics(result, tmp_path) == []
+    receiving, sending = mxdeliv.get("enable", True), mxdeliv.get("fallback", True)
+    assert ("mxdeliv" in result["postfixMaster"]) == ("mxdeliv" in result["daemons"]) == receiving
+    assert ("location /mxdeliv" in result["discovery"]["nginx"]["conf"]) == receiving
+    assert ("smtp_fallback_relay" in result["postfixMain"]) == sending
+    assert ("mxdeliv-outgoing" in result["daemons"]) == sending
+    assert ("none}" in result["postfixMain"]["smtp_tls_policy_maps"]) == sending
+
+
 def test_master_cf_text_matches_entries(tmp_path):
     text = render({"domain": DOMAIN}, tmp_path)["masterCf"]
     assert "\nsmtp inet n - - - - smtpd\n  -o cleanup_service_name=incomingclean\n" in text
@@ -377,7 +412,12 @@ def test_changed_settings_reach_every_config(tmp_path):
     assert dovecot["service imap"]["executable"] == "imap postlogin"
     assert result["ports"]["internal"] == {
         "filtermail_smtp_port": 20080, "postfix_reinject_port": 20025,
-        "filtermail_smtp_port_incoming": 20081, "postfix_reinject_port_incoming": 20026}
+        "filtermail_smtp_port_incoming": 20081, "postfix_reinject_port_incoming": 20026,
+        "filtermail_http_port_incoming": 20082, "postfix_mxdeliv_port": 20027,
+        "mxdeliv_fallback_port": 20084}
+    assert result["postfixMaster"]["mxdeliv"]["name"] == "127.0.0.1:20027"
+    assert result["postfixMain"]["smtp_fallback_relay"] == "[127.0.0.1]:20084"
+    assert "proxy_pass http://127.0.0.1:20082;" in result["discovery"]["nginx"]["conf"]
 
 
 # --- Dovecot ------------------------------------------------------------------------------------
@@ -551,6 +591,9 @@ def test_daemon_command_lines(tmp_path):
         "turn-credentials": ["/opt/cm/bin/chatmail-turn-credentials", "/run/chatmail-turn/turn.socket",
                              "--secret-file", "/var/lib/chatmail-turn/static-auth-secret",
                              "--lifetime", "432000"],
+        "mxdeliv": ["/opt/cm/bin/chatmail-mxdeliv", "/c/chatmail.ini", "incoming"],
+        "mxdeliv-outgoing": ["/opt/cm/bin/chatmail-mxdeliv", "/c/chatmail.ini", "outgoing",
+                             "--ca-file", "/etc/ssl/certs/ca-certificates.crt"],
     }
     assert result["jobs"] == {
         "expire": ["/opt/cm/bin/chatmail-expire", "/c/chatmail.ini", "--remove"]}
@@ -642,6 +685,7 @@ def test_bad_domains_are_problems(tmp_path, domain):
     ({"username_min_length": 10}, "make username_max_length at least 10"),
     ({"filtermail_smtp_port": 10025}, "collides with postfix_reinject_port"),
     ({"postfix_reinject_port_incoming": 993}, "collides with the imaps listener"),
+    ({"postfix_mxdeliv_port": 10082}, "collides with filtermail_http_port_incoming"),
     ({"filtermail_smtp_port": 70000}, "is not a TCP port"),
     ({"passthrough_senders": ["bot@x.test"]},
      "settings.passthrough_senders is no longer supported: upstream chatmail relay 1.11 removed"),

@@ -142,6 +142,12 @@ def test_locations(tmp_path):
     servers = {s["name"]: s for s in discovery(tmp_path)["nginx"]["servers"]}
     main = servers[DOMAIN]["locations"]
     assert "proxy_pass http://127.0.0.1:3691;" in main["= /new"]
+    # relay-to-relay mail over HTTPS: upstream's route, limited to max_message_size, and an SMTP
+    # reply for a larger message as for every other refusal
+    assert "proxy_pass http://127.0.0.1:10082;" in main["/mxdeliv"]
+    assert "client_max_body_size 31457280;" in main["/mxdeliv"]
+    assert "error_page 413 @mxdeliv-too-large;" in main["/mxdeliv"]
+    assert '"552 5.3.4 Message size exceeds fixed limit\\n"' in main["@mxdeliv-too-large"]
     assert "= /.well-known/autoconfig/mail/config-v1.1.xml" in main
     autoconfig = servers[f"autoconfig.{DOMAIN}"]["locations"]["= /mail/config-v1.1.xml"]
     assert "/.well-known/autoconfig/mail/config-v1.1.xml" in autoconfig

@@ -16,7 +16,8 @@ from nix_tools import render
 
 MAX_EXPOSURE = 2.0
 UNITS = {"doveauth", "filtermail", "filtermail-incoming", "chatmail-metadata", "chatmail-newemail",
-         "chatmail-expire", "chatmail-turn-credentials", "chatmail-metrics"}
+         "chatmail-expire", "chatmail-turn-credentials", "chatmail-metrics", "chatmail-mxdeliv",
+         "chatmail-mxdeliv-outgoing"}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,15 @@ def test_doveauth_socket_only_for_vmail(units: dict) -> None:
     assert (config["User"], config["Group"]) == ("vmail", "vmail")
     assert config["RuntimeDirectory"] == "doveauth" and config["RuntimeDirectoryMode"] == "0750"
     assert config["RestrictAddressFamilies"] == ["AF_UNIX"] and config["PrivateNetwork"] is True
+
+
+def test_mxdeliv_receives_on_loopback_and_sends_anywhere(units: dict) -> None:
+    incoming = units["chatmail-mxdeliv"]["serviceConfig"]
+    assert (incoming["IPAddressDeny"], incoming["IPAddressAllow"]) == ("any", "localhost")
+    outgoing = units["chatmail-mxdeliv-outgoing"]["serviceConfig"]
+    assert "IPAddressDeny" not in outgoing  # DNS and HTTPS to any relay
+    assert outgoing["RestrictAddressFamilies"] == ["AF_UNIX", "AF_INET", "AF_INET6"]
+    assert "ReadWritePaths" not in incoming and "ReadWritePaths" not in outgoing
 
 
 def test_newemail_is_a_dynamic_user_on_loopback(units: dict) -> None:

@@ -78,6 +78,9 @@ def test_upstream_template_gives_upstream_defaults(tmp_path):
     assert (config.filtermail_smtp_port, config.postfix_reinject_port) == (10080, 10025)
     assert config.filtermail_smtp_port_incoming == 10081
     assert config.postfix_reinject_port_incoming == 10026
+    # upstream's key for /mxdeliv's loopback port, and this relay's own two
+    assert config.filtermail_http_port_incoming == 10082
+    assert (config.postfix_mxdeliv_port, config.mxdeliv_fallback_port) == (10027, 10084)
     assert config.disable_ipv6 is False
     assert config.acme_email == ""
     assert config.iroh_relay == "https://chat.example.org" and config.enable_iroh_relay
@@ -159,6 +162,7 @@ def test_config_is_frozen(example_config):
         ("filtermail_smtp_port", "ten", "port"),
         ("filtermail_smtp_port", "0", "port"),
         ("postfix_reinject_port_incoming", "70000", "port"),
+        ("filtermail_http_port_incoming", "http", "port"),
         ("max_user_send_per_minute", "0", "integer >= 1"),
         ("max_message_size", "30M", "integer"),
         ("username_min_length", "-3", "integer"),

@@ -387,9 +387,11 @@ class SenderHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        # aiosmtpd keeps a bounce's null sender as "<>"
+        mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         reply = await asyncio.get_running_loop().run_in_executor(
-            self.executor, self.sender.deliver, envelope.mail_from or "",
-            list(envelope.rcpt_tos), bytes(envelope.original_content or b""))
+            self.executor, self.sender.deliver, mail_from, list(envelope.rcpt_tos),
+            bytes(envelope.original_content or b""))
         log.info("from <%s> to %s: %s", envelope.mail_from, ", ".join(envelope.rcpt_tos), reply)
         return reply
 
