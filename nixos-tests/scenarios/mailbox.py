@@ -4,11 +4,14 @@ one JSON object.
 
     mailbox.py --domain D [--ca F] [--helo H] set-token ADDR PASSWORD TOKEN
     mailbox.py --domain D [--ca F] [--helo H] get-tokens ADDR PASSWORD
+    mailbox.py --domain D [--ca F] [--helo H] server-metadata ADDR PASSWORD KEY...
     mailbox.py --domain D [--ca F] [--helo H] inbox ADDR PASSWORD     (messages, quota)
     mailbox.py --domain D [--ca F] [--helo H] send ADDR PASSWORD TO [--count N] [--size BYTES]
     mailbox.py notify-endpoint --port P --record FILE                 (fake notification service)
 
-`send` submits N encrypted messages on one authenticated connection and reports each reply;
+`server-metadata` reads server annotations (`GETMETADATA "" KEY…`, e.g. /shared/admin) and prints
+each value, null for NIL; `send` submits N encrypted messages on one authenticated connection and
+reports each reply;
 `notify-endpoint` answers every POST with 200 and appends {"path", "body"} to FILE (one JSON
 object a line) until it is terminated.
 """
@@ -55,6 +58,32 @@ def get_tokens(relay: Relay, account: Account) -> dict:
         data = client._raw_command_untagged(b"GETMETADATA", [b"INBOX", TOKEN_KEY.encode()],
                                             response_name="METADATA", uid=False)
         return {"metadata": as_text(data)}
+    finally:
+        client.logout()
+
+
+def metadata_values(data: list) -> dict[str, str | None]:
+    """KEY -> value of a GETMETADATA answer; values come as literals, quoted strings or NIL."""
+    values: dict[str, str | None] = {}
+    for item in data:
+        if isinstance(item, tuple):  # (b'"" (/shared/admin {26}', b'mailto:…')
+            key = item[0].decode().split("(", 1)[1].split()[0]
+            values[key] = item[1].decode()
+        elif item.strip() != b")":  # b'"" (/shared/comment NIL)' or a quoted value
+            key, _, value = item.decode().split("(", 1)[1].rstrip(")").partition(" ")
+            values[key] = None if value == "NIL" else value.strip('"')
+    return values
+
+
+def server_metadata(relay: Relay, account: Account, keys: list[str]) -> dict:
+    client = imap_login(relay, account)
+    try:
+        found = {}
+        for key in keys:  # one key per command: Dovecot answers NIL ones in the same line
+            data = client._raw_command_untagged(b"GETMETADATA", [b'""', key.encode()],
+                                                response_name="METADATA", uid=False)
+            found.update(metadata_values(data))
+        return {"metadata": found}
     finally:
         client.logout()
 
@@ -132,12 +161,14 @@ def main() -> int:
     parser.add_argument("--domain")
     relay_arguments(parser)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("set-token", "get-tokens", "inbox", "send"):
+    for name in ("set-token", "get-tokens", "server-metadata", "inbox", "send"):
         command = commands.add_parser(name)
         command.add_argument("addr")
         command.add_argument("password")
         if name == "set-token":
             command.add_argument("token")
+        if name == "server-metadata":
+            command.add_argument("keys", nargs="+")
         if name == "send":
             command.add_argument("to")
             command.add_argument("--count", type=int, default=1)
@@ -156,6 +187,8 @@ def main() -> int:
         result = set_token(relay, account, args.token)
     elif args.command == "get-tokens":
         result = get_tokens(relay, account)
+    elif args.command == "server-metadata":
+        result = server_metadata(relay, account, args.keys)
     elif args.command == "inbox":
         result = inbox(relay, account)
     else:
