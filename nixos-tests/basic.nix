@@ -1,6 +1,7 @@
 # One relay with a self-signed certificate and a client: account creation on first login,
-# wrong passwords, the encryption rule, delivery, the sender check, the nocreate switch, one push
-# notification (to a fake notification service on the client) and one full mailbox.
+# wrong passwords, the encryption rule, delivery, the sender check, the nocreate switch, server
+# metadata, one push notification (to a fake notification service on the client) and one full
+# mailbox.
 {
   lib,
   testers,
@@ -38,6 +39,7 @@ testers.runNixOSTest {
             tls.mode = "selfSigned";
             pushNotificationUrl = "http://${nodes.client.networking.primaryIPAddress}:${toString pushPort}/notify";
             settings.max_mailbox_size = "${toString mailboxLimitKiB}K";
+            settings.privacy_mail = "privacy@${domain}";
           };
         })
       ];
@@ -79,6 +81,15 @@ testers.runNixOSTest {
             "python3 ${common.scenarioDir}/mailbox.py --domain ${domain} --ca /tmp/relay-ca.pem"
             " --helo ${common.clientFqdn} " + " ".join(args))
         return json.loads(output.splitlines()[-1])
+
+    with subtest("server metadata: admin contact, recipient limit, app versions (upstream 1.12)"):
+        keys = ["/shared/admin", "/shared/comment", "/shared/vendor/deltachat/maxsmtprecipients",
+                "/shared/vendor/deltachat/appversions"]
+        found = mailbox("server-metadata", "metareads@${domain}", "metapass01", *keys)["metadata"]
+        assert found["/shared/admin"] == "mailto:privacy@${domain}", found
+        assert found["/shared/comment"] is None, found
+        assert found["/shared/vendor/deltachat/maxsmtprecipients"] == "1000", found
+        assert json.loads(found["/shared/vendor/deltachat/appversions"])["clients"], found
 
     with subtest("push: token set over IMAP METADATA, notification POSTed on delivery"):
         client.succeed(
@@ -129,7 +140,8 @@ testers.runNixOSTest {
         server.succeed("grep -x 'MaxRetentionSec=3d' /etc/systemd/journald.conf")
 
     with subtest("killed daemons come back (Restart=always)"):
-        for unit in ("doveauth", "filtermail", "filtermail-incoming", "chatmail-metadata", "chatmail-metrics"):
+        for unit in ("doveauth", "filtermail", "filtermail-incoming", "chatmail-metadata",
+                     "chatmail-metrics", "chatmail-mxdeliv", "chatmail-mxdeliv-outgoing"):
             pid = server.succeed(f"systemctl show -P MainPID {unit}.service").strip()
             server.succeed(f"systemctl kill --signal=SIGKILL {unit}.service")
             server.wait_until_succeeds(
