@@ -197,7 +197,8 @@ def test_server_metadata_as_upstream_1_12(session: DictSession) -> None:
 
 def test_appversions_file_is_read_at_each_lookup(example_config: Config, tmp_path: Path) -> None:
     path = tmp_path / "appversions.json"
-    session = DictSession(MetadataDict(TokenStore(example_config), RecordingNotifier(), None, path))
+    handler = MetadataDict(TokenStore(example_config), RecordingNotifier(), None, appversions=path)
+    session = DictSession(handler)
     lookup = f"Lshared/{GUID}/{APPVERSIONS_KEY}\t{ADDR}"
     assert run(session, lookup) == [b"N\n"]
     # pretty-printed, with a newline inside a string: served as one line all the same
