@@ -12,6 +12,14 @@
 let
   inherit (lib) mkOption types;
   submodule = options: types.submodule { inherit options; };
+  # the app version index's fields, typed as Delta Chat core reads them
+  field = type: example: description: mkOption { inherit type example description; };
+  listOfFields =
+    description: options:
+    mkOption {
+      type = types.listOf (submodule options);
+      inherit description;
+    };
 
   cfg = config.services.chatmail;
   render = import ./render.nix;
@@ -299,44 +307,17 @@ in
     };
 
     appVersions = mkOption {
-      type = types.nullOr (
-        submodule {
-          clients = mkOption {
-            type = types.listOf (submodule {
-              clientId = mkOption {
-                type = types.nonEmptyStr;
-                example = "deltachat";
-                description = "The app, as Delta Chat core names it.";
-              };
-              sources = mkOption {
-                type = types.listOf (submodule {
-                  sourceId = mkOption {
-                    type = types.nonEmptyStr;
-                    example = "gplay";
-                    description = "Where the app comes from (core takes the first matching source).";
-                  };
-                  versionInteger = mkOption {
-                    type = types.ints.u32;
-                    example = 754;
-                    description = "The version as the integer core compares.";
-                  };
-                  versionString = mkOption {
-                    type = types.nonEmptyStr;
-                    example = "2.57.0";
-                    description = "The version as shown to the user.";
-                  };
-                  downloadUrl = mkOption {
-                    type = types.nonEmptyStr;
-                    description = "Where the app downloads this version.";
-                  };
-                });
-                description = "The sources of this app.";
-              };
-            });
-            description = "One entry per app.";
+      type = types.nullOr (submodule {
+        clients = listOfFields "One entry per app." {
+          clientId = field types.nonEmptyStr "deltachat" "The app, as Delta Chat core names it.";
+          sources = listOfFields "The sources of this app." {
+            sourceId = field types.nonEmptyStr "gplay" "Where the app comes from (core takes the first matching source).";
+            versionInteger = field types.ints.u32 754 "The version as the integer core compares.";
+            versionString = field types.nonEmptyStr "2.57.0" "The version as shown to the user.";
+            downloadUrl = field types.nonEmptyStr "https://example.org/app.apk" "Where the app downloads this version.";
           };
-        }
-      );
+        };
+      });
       default = null;
       description = ''
         The app version index `chatmail-metadata` serves as IMAP METADATA
