@@ -58,7 +58,7 @@ def test_parse_head() -> None:
     assert parsed.values("x-mail-to") == ["a@b.test", "c@d.test"]
 
 
-@pytest.mark.parametrize("raw", [b"POST /mxdeliv", b"POST /mxdeliv HTTP/2", b"\x16\x03\x01 tls",
+@pytest.mark.parametrize("raw", [b"POST /mxdeliv", b"POST /mxdeliv HTTP/2", b"\x16\x03\x01\xff tls",
                                  b"POST / HTTP/1.1\r\nno colon here", b"POST / HTTP/1.1\r\nbad name: x",
                                  b"POST / HTTP/1.1\r\n folded: x"])
 def test_malformed_heads_are_bad_requests(raw: bytes) -> None:
@@ -165,7 +165,7 @@ class Receiving:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
         connection.putrequest(method, "/mxdeliv", skip_accept_encoding=True)
         for name, value in headers:
-            connection.putheader(name, value)
+            connection.putheader(name, value.encode())
         if length:
             connection.putheader("Content-Length", str(len(body)))
         connection.endheaders(body)
@@ -195,7 +195,7 @@ def receiving(make_ini: Callable[..., Path], tmp_path: Path) -> Iterator[Receivi
     ini = make_ini(filtermail_http_port_incoming=http_port, postfix_mxdeliv_port=postfix_port,
                    max_message_size=100_000)
     sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=postfix_port)
+    controller = Controller(sink, hostname="127.0.0.1", port=postfix_port, enable_SMTPUTF8=True)
     controller.start()
     log = tmp_path / "mxdeliv.log"
     with log.open("wb") as out:
@@ -224,6 +224,13 @@ def test_a_post_becomes_one_smtp_transaction(receiving: Receiving) -> None:
     assert (mail_from, rcpts) == ("a@x.test", [RCPT, "other1234@chat.example.org"])
     assert content == with_crlf(as_lf)  # CRLF line ends, as DKIM signed it
     assert options == ["BODY=8BITMIME"]
+
+
+def test_internationalized_addresses_go_on_as_smtputf8(receiving: Receiving) -> None:
+    assert receiving.post(b"x\r\n", "jörg@chat.example.org", sender="ä@x.test")[0] == 200
+    [(mail_from, rcpts, _, options)] = receiving.sink.received
+    assert (mail_from, rcpts) == ("ä@x.test", ["jörg@chat.example.org"])
+    assert options == ["SMTPUTF8"]
 
 
 def test_a_bounce_has_the_null_sender(receiving: Receiving) -> None:
@@ -293,8 +300,12 @@ def peer(certificate: tuple[Path, Path]) -> Iterator[Peer]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            state.requests.append({"path": self.path, "from": self.headers.get_all("X-Mail-From"),
-                                   "to": self.headers.get_all("X-Mail-To"), "body": body})
+            def utf8(name: str) -> list[str] | None:  # http.server reads headers as Latin-1
+                values = self.headers.get_all(name)
+                return None if values is None else [v.encode("latin-1").decode() for v in values]
+
+            state.requests.append({"path": self.path, "from": utf8("X-Mail-From"),
+                                   "to": utf8("X-Mail-To"), "body": body})
             status, text = state.answer
             self.send_response(status)
             self.send_header("Content-Length", str(len(text)))
@@ -334,7 +345,7 @@ def sender(certificate, peer: Peer, records: dict, trusted: bool = True) -> Send
 
 def test_delivers_to_the_mx_host_with_a_verified_certificate(certificate, peer: Peer) -> None:
     records = {"chat.test": ["10 localhost."]}
-    to = ["a@chat.test", "b@chat.test"]
+    to = ["a@chat.test", "jörg@chat.test"]
     reply = sender(certificate, peer, records).deliver("a@x.test", to, b"msg\r\n")
     assert reply == "250 2.0.0 Delivered over HTTPS to localhost: OK"
     assert peer.requests == [{"path": "/mxdeliv", "from": ["a@x.test"], "to": to,

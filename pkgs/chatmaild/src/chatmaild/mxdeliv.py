@@ -92,9 +92,13 @@ class Head:
 
 
 def parse_head(data: bytes) -> Head:
-    """The request line and header fields of an HTTP/1.x request head (ending in CRLF CRLF)."""
+    """The request line and header fields of an HTTP/1.x request head (without the final
+    CRLF CRLF). UTF-8: addresses may be internationalized (SMTPUTF8)."""
     try:
-        lines = data.decode("latin-1").split("\r\n")
+        lines = data.decode("utf-8").split("\r\n")
+    except UnicodeDecodeError:
+        raise BadRequest(400, "501 5.5.2 Request head is not UTF-8") from None
+    try:
         method, target, version = lines[0].split(" ")
     except ValueError:
         raise BadRequest(400, "501 5.5.2 Not an HTTP request line") from None
@@ -321,10 +325,11 @@ def post_message(host: str, port: int, context: ssl.SSLContext, mail_from: str,
     connection = http.client.HTTPSConnection(host, port, context=context, timeout=HTTPS_TIMEOUT)
     try:
         connection.putrequest("POST", PATH)
+        # UTF-8, not http.client's Latin-1: addresses may be internationalized
         if mail_from:
-            connection.putheader("X-Mail-From", mail_from)
+            connection.putheader("X-Mail-From", mail_from.encode())
         for rcpt in recipients:
-            connection.putheader("X-Mail-To", rcpt)
+            connection.putheader("X-Mail-To", rcpt.encode())
         connection.putheader("Content-Type", "message/rfc822")
         connection.putheader("Content-Length", str(len(message)))
         connection.endheaders(message)
