@@ -70,9 +70,9 @@ def test_up_status_down_wipe() -> None:
         assert unknown.returncode == 2 and time.monotonic() - started < 2.0
 
         pids = running_pids(state, state / "relays" / DOMAIN)
-        # doveauth, 2 x filtermail, metadata, turn-credentials, metrics, dovecot, postfix,
-        # opendkim, newemail, nginx, coturn; dnsmasq and named in the hub
-        assert len(pids) == 14, pids
+        # doveauth, 2 x filtermail, metadata, turn-credentials, metrics, 2 x mxdeliv, dovecot,
+        # postfix, opendkim, newemail, nginx, coturn; dnsmasq and named in the hub
+        assert len(pids) == 16, pids
         down = local_relay("down")
         assert down.returncode == 0, down.stdout + down.stderr
         assert not ours & namespaces()
