@@ -28,7 +28,8 @@ from nspawn import Container
 
 DOMAIN = "chat.test"
 UNITS = ["doveauth", "filtermail", "filtermail-incoming", "chatmail-metadata", "chatmail-newemail",
-         "chatmail-turn-credentials", "chatmail-metrics", "chatmail-expire"]
+         "chatmail-turn-credentials", "chatmail-metrics", "chatmail-mxdeliv",
+         "chatmail-mxdeliv-outgoing", "chatmail-expire"]
 DAEMONS = UNITS[:-1]
 PUSH_PORT = 9910
 TURN_SECRET = "turn-secret-of-the-test-0123456789"
@@ -131,6 +132,8 @@ def daemon_endpoints(rendered: dict) -> dict:
         "filtermail_incoming_socket": paths["filtermailIncomingSocket"],
         "newemail_port": rendered["discovery"]["ports"]["newemail"],
         "metrics_port": rendered["metrics"]["port"],
+        "mxdeliv_port": rendered["settings"]["filtermail_http_port_incoming"],
+        "mxdeliv_outgoing_port": rendered["settings"]["mxdeliv_fallback_port"],
     }
 
 
@@ -138,7 +141,8 @@ def daemon_endpoints(rendered: dict) -> dict:
 def probe(container: Container, rendered: dict) -> dict:
     paths = rendered["paths"]
     wait_listening(container, daemon_endpoints(rendered))
-    given = {**daemon_endpoints(rendered), "mailboxes_dir": paths["mailboxesDir"], "push_port": PUSH_PORT}
+    given = {**daemon_endpoints(rendered), "mailboxes_dir": paths["mailboxesDir"], "push_port": PUSH_PORT,
+             "postfix_mxdeliv_port": rendered["settings"]["postfix_mxdeliv_port"]}
     result = container.run(
         "setpriv", f"--reuid={paths['vmailUser']}", f"--regid={paths['vmailGroup']}", "--init-groups",
         str(VENV / "bin" / "python"), f"{STAGE}/unit_probe.py", json.dumps(given),
@@ -212,6 +216,18 @@ def test_each_daemon_serves(probe: dict) -> None:
     assert probe["filtermail"]["replies"] == [250, 523], probe["filtermail"]
     assert probe["filtermail_incoming"]["texts"] == [
         "554 5.7.1 No DKIM signature found", "523 Encryption Needed: Invalid Unencrypted Mail"], probe
+
+
+def test_mxdeliv_serves_both_ways(probe: dict) -> None:
+    # incoming (loopback only): a POST becomes one SMTP transaction with Postfix's port
+    incoming = probe["mxdeliv"]
+    assert (incoming["status"], incoming["reply"]) == (200, "250 OK"), incoming
+    (handed_in,) = incoming["handed_in"]
+    assert handed_in["to"] == [probe["newemail"]["email"]] and handed_in["bytes"] == incoming["bytes"]
+    # outgoing (any network): it read resolv.conf, connected to port 443 and was refused there,
+    # not stopped by its confinement (which would say "Operation not permitted")
+    outgoing = probe["mxdeliv_outgoing"]
+    assert outgoing["code"] == 451 and "Connection refused" in outgoing["reply"], outgoing
 
 
 def test_expire_job_runs_and_removes_old_mail(container: Container, probe: dict) -> None:

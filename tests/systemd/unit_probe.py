@@ -5,21 +5,26 @@ object with what came back. tests/systemd/test_units_under_systemd.py judges it.
     unit_probe.py JSON   (mailboxes_dir, the sockets and ports: see main())
 
 Stand-ins for the peers that are not there: Postfix's side of the milter protocol
-(chatmaild.milter.MilterClient) for filtermail, and an HTTP endpoint on the push port (the
+(chatmaild.milter.MilterClient) for filtermail, an SMTP sink where chatmail-mxdeliv hands in mail
+from /mxdeliv (Postfix's loopback smtpd), and an HTTP endpoint on the push port (the
 notification service).
 """
 
 from __future__ import annotations
 
+import http.client
 import http.server
 import json
 import os
+import smtplib
 import socket
 import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
+
+from aiosmtpd.controller import Controller
 
 from chatmaild import testmail
 from chatmaild.dictclient import DictClient
@@ -30,6 +35,16 @@ from chatmaild.milter import MilterClient
 GUID = "5cbe730f146fea6535be0d003dd4fc98"
 WAIT = 20.0
 OLD = time.time() - 40 * 86400  # older than every delete_*_after default
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.received.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
+                              "bytes": len(envelope.original_content)})
+        return "250 OK"
 
 
 class PushEndpoint(http.server.BaseHTTPRequestHandler):
@@ -103,6 +118,29 @@ def filtermail(socket_path: str, sender: str, recipient: str) -> dict:
             "texts": [a.text for a in answers]}
 
 
+def mxdeliv(port: int, sender: str, recipient: str, sink: Sink) -> dict:
+    """A POST to /mxdeliv as nginx passes it on: one SMTP transaction with Postfix's port."""
+    message = testmail.to_bytes(testmail.make_encrypted_message(sender, [recipient]))
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+    connection.request("POST", "/mxdeliv", message, {"X-Mail-From": sender, "X-Mail-To": recipient})
+    response = connection.getresponse()
+    answer = {"status": response.status, "reply": response.read().decode().strip()}
+    wait_for(lambda: sink.received, "message handed in from /mxdeliv")
+    return {**answer, "handed_in": sink.received, "bytes": len(message)}
+
+
+def mxdeliv_outgoing(port: int, sender: str) -> dict:
+    """Postfix's fallback relay: a message for an IP literal goes to https://127.0.0.1/mxdeliv,
+    where nothing listens here, so the reply tells how far the daemon got."""
+    message = testmail.to_bytes(testmail.make_encrypted_message(sender, ["x@[127.0.0.1]"]))
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="probe.test", timeout=WAIT) as client:
+        try:
+            client.sendmail(sender, ["x@[127.0.0.1]"], message)
+            return {"code": 250}
+        except smtplib.SMTPDataError as e:
+            return {"code": e.smtp_code, "reply": e.smtp_error.decode()}
+
+
 def expiry_files(mailbox: Path) -> dict:
     """A message too old to keep and a fresh one in the account's maildir (chatmail-expire runs
     after this probe)."""
@@ -116,6 +154,9 @@ def expiry_files(mailbox: Path) -> dict:
 
 def main() -> int:
     given = json.loads(sys.argv[1])
+    sink = Sink()
+    postfix = Controller(sink, hostname="127.0.0.1", port=given["postfix_mxdeliv_port"])
+    postfix.start()
     push = http.server.ThreadingHTTPServer(("127.0.0.1", given["push_port"]), PushEndpoint)
     threading.Thread(target=push.serve_forever, daemon=True).start()
     try:
@@ -129,11 +170,14 @@ def main() -> int:
             "filtermail": filtermail(given["filtermail_socket"], addr, "someone@elsewhere.test"),
             "filtermail_incoming": filtermail(given["filtermail_incoming_socket"],
                                               "someone@elsewhere.test", addr),
+            "mxdeliv": mxdeliv(given["mxdeliv_port"], "someone@elsewhere.test", addr, sink),
+            "mxdeliv_outgoing": mxdeliv_outgoing(given["mxdeliv_outgoing_port"], addr),
             "mailbox": str(Path(given["mailboxes_dir"]) / addr),
         }
         result["expire"] = expiry_files(Path(result["mailbox"]))
     finally:
         push.shutdown()
+        postfix.stop()
     print(json.dumps(result))
     return 0
 
