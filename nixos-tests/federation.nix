@@ -1,5 +1,6 @@
 # Two relays, a DNS server and a client: mail from each relay reaches the other over port 25,
-# DKIM-signed and verified, with verified TLS, every name found through DNS as in production.
+# DKIM-signed and verified, with verified TLS, every name found through DNS as in production; and
+# over HTTPS (/mxdeliv) while one relay's port 25 is refused.
 #
 # The DNS node serves both relay domains with BIND, from the records each relay's
 # `chatmail-dns-zone` prints (A, AAAA, MX, MTA-STS, the DKIM key, ...): the test script collects
@@ -144,5 +145,17 @@ testers.runNixOSTest {
               assert stored.strip(), "nothing delivered"
               assert not re.search(r"^(Received|DKIM-Signature|Authentication-Results):", stored,
                                    re.MULTILINE | re.IGNORECASE), stored[:3000]
+
+      with subtest("relay2's port 25 refused: relay1's mail arrives over HTTPS (/mxdeliv)"):
+          refuse_25 = "INPUT 1 -p tcp --dport 25 -j REJECT --reject-with tcp-reset"
+          relay2.succeed(f"iptables -I {refuse_25}")
+          print(scenario("federation.py", "--from ${domains.relay1}", "--to ${domains.relay2}",
+                         "--ca ${certificates}/ca.pem"))
+          # Postfix could not connect and handed the message to its fallback relay,
+          # chatmail-mxdeliv, which POSTed it to relay2's /mxdeliv (DKIM-verified there too)
+          relay1.succeed("journalctl -u postfix.service"
+                         " | grep -q 'Delivered over HTTPS to ${domains.relay2}'")
+          relay2.succeed("journalctl -u postfix.service | grep -q 'postfix/mxdeliv/smtpd'")
+          relay2.succeed("iptables -D INPUT 1")
     '';
 }
