@@ -168,11 +168,11 @@ def test_mail_crosses_over_https_when_port_25_is_refused(relays: LocalRelays) ->
         line = wait_for_log(relays, "chat.test", rf"to=<{recipient}>, .*status=sent.*").group(0)
         assert "relay=127.0.0.1[127.0.0.1]:10084" in line
         assert "250 2.0.0 Delivered over HTTPS to chat2.test" in line
-        # chat2.test took it on its /mxdeliv smtpd, which has port 25's checks (filtermail,
-        # then DKIM verification: an unsigned message would have been refused)
-        sender = re.escape(found["sender"])
-        wait_for_log(relays, "chat2.test", rf"postfix/mxdeliv/smtpd\[\d+\]: proxy-accept: "
-                                           rf"END-OF-MESSAGE: 250 OK; from=<{sender}>")
+        # chat2.test took it on its /mxdeliv smtpd, which has port 25's checks (filtermail's
+        # incoming milter: an unsigned message would have been refused)
+        message_id = re.escape(found["message_id"].strip("<>"))
+        queue_id = wait_for_log(relays, "chat2.test", rf"(\w+): message-id=<{message_id}>").group(1)
+        wait_for_log(relays, "chat2.test", rf"postfix/mxdeliv/smtpd\[\d+\]: {queue_id}: client=")
         # the control relay has no HTTPS fallback: its message waits in the queue
         control = client(relays, "deliver", CONTROL, "chat2.test", "--timeout",
                          str(NOT_DELIVERED_WAIT))

@@ -92,7 +92,9 @@ def test_mail_over_https(tmp_path):
     main, master = summary["postfix"]["main"], summary["postfix"]["master"]
     assert main["smtp_fallback_relay"] == "[127.0.0.1]:10084"
     assert master["mxdeliv"]["name"] == "127.0.0.1:10027"
-    assert master_args(master["mxdeliv"])["smtpd_proxy_filter"] == "127.0.0.1:10081"
+    # port 25's checks: filtermail's incoming milter and the cleanup without Received headers
+    assert master_args(master["mxdeliv"])["smtpd_milters"] == master_args(master["smtp_inet"])["smtpd_milters"]
+    assert master_args(master["mxdeliv"])["cleanup_service_name"] == "incomingclean"
 
     # without nginx nothing serves /mxdeliv: receiving is off by default, sending stays on
     summary = evaluate(relay(nginx={"enable": False}), tmp_path)

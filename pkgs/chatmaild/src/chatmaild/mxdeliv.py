@@ -8,9 +8,9 @@ message was accepted, any other status that it was not.
 
 ``chatmail-mxdeliv INI incoming`` is the receiving side, behind nginx's ``/mxdeliv`` route: HTTP on
 127.0.0.1:``filtermail_http_port_incoming``. Each request becomes one SMTP transaction with Postfix's
-loopback smtpd on ``postfix_mxdeliv_port``, which runs the checks of port 25 (filtermail incoming:
-encryption; OpenDKIM: the signature) before the message is queued, so mail arriving over HTTPS
-meets exactly the rules of mail arriving over SMTP. Answers:
+loopback smtpd on ``postfix_mxdeliv_port``, which runs the checks of port 25 (filtermail's
+incoming milter: encryption, the DKIM signature of the From domain) before the message is queued,
+so mail arriving over HTTPS meets exactly the rules of mail arriving over SMTP. Answers:
 
 - 200 with Postfix's ``250 …``: accepted;
 - 400 with a ``5xx …`` reply: refused for good, by Postfix and its checks, or because the request
