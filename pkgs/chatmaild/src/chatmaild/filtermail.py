@@ -24,7 +24,7 @@ Replies (upstream's codes and texts where clients see them):
 - ``523 Encryption Needed: Invalid Unencrypted Mail``: cleartext where it is not allowed;
 - ``552 …``: the mail (``max_message_size``) or its header block (256 KiB) is too large;
 - milter, incoming: ``500 Invalid FROM header``, ``554 5.7.1 No (valid) DKIM signature found``,
-  ``451 4.4.3`` when a DKIM key cannot be looked up now, ``500 Invalid FROM domain literal``;
+  ``451 4.4.3`` when a DKIM key cannot be looked up now;
 - ``451 4.3.0`` for an unexpected error in filtermail, and (SMTP mode) ``451 4.4.2 Re-injection to
   Postfix failed: …`` when Postfix cannot be reached or does not answer in time: the mail is
   retried, never dropped; a refusal by Postfix is passed on with Postfix's own code and text. A
@@ -546,17 +546,6 @@ def parse_mail(content: bytes | bytearray) -> Entity | str:
         return f"552 5.3.4 Message not accepted: {e}"
 
 
-def check_from_domain_literal(domain: str, client_address: str) -> str | None:
-    """A From address at a domain literal (``user@[192.0.2.1]``, relays without a domain name)
-    must come from that address (upstream's rule; such relays sign nothing)."""
-    literal = domain[1:-1]
-    if literal.lower().startswith("ipv6:"):
-        literal = literal[5:]
-    if literal.lower() != client_address.lower():
-        return f"500 Invalid FROM domain literal: {literal} does not match origin IP {client_address}"
-    return None
-
-
 def resets_sender(mail_from: str, from_addr: str) -> bool:
     """Incoming mail whose envelope sender is not its From address keeps the mail but loses the
     envelope sender (upstream 1.10+): a bounce would go to someone who did not write it."""
@@ -598,7 +587,7 @@ class OutgoingMilter(MilterSession):
 
 class IncomingMilter(MilterSession):
     """Port 25: the encryption rule, then the origin: a valid DKIM signature of the From domain
-    (``keys`` None: not checked) or, for a From at a domain literal, that very client address."""
+    (``keys`` None: not checked; nothing to check for a From at a domain literal)."""
 
     ACTIONS = SMFIF_CHGFROM
 
@@ -622,9 +611,11 @@ class IncomingMilter(MilterSession):
             return error, []
         log_filtered("Incoming", parsed)
         edits = [change_sender("")] if resets_sender(message.mail_from, from_addr) else []
-        if domain.startswith("[") and domain.endswith("]"):
-            return check_from_domain_literal(domain, self.client_address), edits
-        if self.keys is None:
+        # A relay without a domain name (From at a domain literal, `user@[192.0.2.1]`) has no DNS
+        # for a DKIM key, and since upstream's filtermail 0.6 its address is not compared with
+        # the client's either: such a relay may send over IPv6 for an IPv4 literal, or arrive
+        # over /mxdeliv from loopback.
+        if self.keys is None or (domain.startswith("[") and domain.endswith("]")):
             return None, edits
         return self._verified(message, domain, edits)
 
