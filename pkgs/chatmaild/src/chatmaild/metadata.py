@@ -44,6 +44,7 @@ from typing import Any
 
 from . import dictproto, dictserver
 from .accounts import InvalidAddress, get_mailbox
+from .cliargs import positive_float, positive_int
 from .config import Config, ConfigError, read_config
 from .filestore import read_json_object, write_json_object
 from .turn import fetch_credentials, metadata_value
@@ -405,20 +406,6 @@ async def serve(
     finally:
         await notifier.stop()
     log.info("stopped")
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from .cliargs import positive_int
 from .dictserver import remove_stale_socket
 
 log = logging.getLogger(__name__)
@@ -135,13 +136,6 @@ async def serve(socket_path: Path, secret: str, lifetime: int) -> None:
     finally:
         server.close()
         socket_path.unlink(missing_ok=True)
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
