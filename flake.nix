@@ -25,6 +25,9 @@
     in
     {
       overlays.default = import ./pkgs/overlay.nix;
+      # nixpkgs' dovecot_2_3 without the 500 ms IDLE notification delay; the module applies it to
+      # its own Dovecot by default (services.chatmail.dovecotWithoutNotifyDelay).
+      overlays.dovecot = import ./pkgs/dovecot/overlay.nix;
 
       nixosModules.chatmail = ./modules;
       nixosModules.default = self.nixosModules.chatmail;
@@ -32,6 +35,8 @@
       packages = forAllSystems (pkgs: {
         inherit (pkgs) chatmaild;
         default = pkgs.chatmaild;
+        # The module's default Dovecot: `nix build .#dovecot` builds (or caches) it ahead.
+        dovecot = import ./pkgs/dovecot { inherit (pkgs) dovecot_2_3; };
       });
 
       # `nix run .#dns-zone -- /etc/chatmail/chatmail.ini --dkim-key /var/lib/opendkim/keys/opendkim.private`

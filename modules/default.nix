@@ -380,6 +380,20 @@ in
       "service imap-login".process_min_avail = 2;
     };
 
+    dovecotWithoutNotifyDelay = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Whether Dovecot is built with this project's patch `pkgs/dovecot/no-notify-delay.patch`
+        (as upstream chatmail relays run it): an IMAP IDLE client, i.e. every Delta Chat device
+        waiting for messages, hears of a new message as soon as it is stored instead of a fixed
+        500 ms later. `false`: nixpkgs' `dovecot_2_3` as it is. Either way with Lua (the push
+        notification script needs it), which nixpkgs' binary cache does not have: the package is
+        built on the machine (`nix build .#dovecot` builds the default one ahead). Ignored when
+        {option}`services.dovecot2.package` is set.
+      '';
+    };
+
     rendered = mkOption {
       type = types.raw;
       internal = true;

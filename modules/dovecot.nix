@@ -24,9 +24,15 @@ in
     services.dovecot2 = {
       enable = true;
       # The configuration is Dovecot 2.3's (upstream chatmail runs 2.3); nixpkgs 26.05 defaults
-      # to 2.4, whose configuration language differs. nixpkgs builds it without Lua; the LMTP
-      # push-notification script needs the mail_lua and push_notification_lua plugins.
-      package = lib.mkDefault (pkgs.dovecot_2_3.override { withLua = true; });
+      # to 2.4, whose configuration language differs. With Lua and, by default, without the
+      # 500 ms IDLE notification delay (pkgs/dovecot/overlay.nix applied to this one package: a
+      # module cannot add nixpkgs.overlays where pkgs is read-only, as in NixOS tests).
+      package = lib.mkDefault (
+        import ../pkgs/dovecot {
+          inherit (pkgs) dovecot_2_3;
+          withoutNotifyDelay = cfg.dovecotWithoutNotifyDelay;
+        }
+      );
       # Accounts come from doveauth (passdb/userdb dict), not from PAM or /etc/passwd.
       enablePAM = false;
       # vmail is created by chatmaild.nix.

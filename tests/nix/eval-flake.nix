@@ -115,6 +115,22 @@ in
           };
       };
     checkNames = lib.mapAttrs (_: check: check.name) self.checks.${system};
+    # the Dovecot the module runs by default, and the same where nixpkgs has overlays.dovecot
+    dovecot =
+      let
+        withOverlay = import ./stubs/nixpkgs {
+          inherit system lib;
+          overlays = [ self.overlays.dovecot ];
+        };
+        summarise = package: {
+          patches = map toString package.patches;
+          inherit (package) overrideArgs;
+        };
+      in
+      {
+        package = summarise self.packages.${system}.dovecot;
+        nixpkgsWithOverlay = summarise (import ../../pkgs/dovecot { inherit (withOverlay) dovecot_2_3; });
+      };
     testCertificatesScript =
       (pkgs.callPackage ../../nixos-tests/test-certificates.nix {
         domains = [

@@ -21,7 +21,7 @@ let
   eval = lib.evalModules {
     modules = import ./stubs dovecotGeneration ++ [
       ../../modules
-      { _module.args.pkgs = import ./stubs/pkgs.nix; }
+      { _module.args.pkgs = import ./stubs/pkgs.nix { inherit lib; }; }
       (lib.importJSON configFile)
     ];
   };
@@ -55,6 +55,8 @@ in
       inherit (config.services.dovecot2) enable enablePAM createMailUser;
       packageVersion = config.services.dovecot2.package.version;
       packageOverrides = config.services.dovecot2.package.overrideArgs;
+      # paths as strings (toString copies nothing to the store)
+      packagePatches = map toString config.services.dovecot2.package.patches;
       inherit (config.services.dovecot2) settings;
       conf = config.services.dovecot2.configFile.text;
     };

@@ -39,7 +39,7 @@ def flake(request: pytest.FixtureRequest) -> dict[str, Any]:
 def test_outputs(flake):
     outputs = flake["outputs"]
     assert outputs["nixosModules"] == ["chatmail", "default"]
-    assert outputs["overlays"] == ["default"]
+    assert outputs["overlays"] == ["default", "dovecot"]
     for name in ("packages", "checks", "formatter", "devShells"):
         assert outputs[name] == SYSTEMS, name
     assert sorted(flake["checkNames"]) == ["basic", "chatmaild", "chatmaild-pytest", "federation",
@@ -64,6 +64,12 @@ def test_crypt_r_is_the_packaged_one(flake):
                 # sha256 of PyPI's crypt_r-3.13.1.tar.gz, measured 2026-12-01
                 "hash": "sha256-W9Rq1R9bf+Xw7PSdi6LK/W+9Q6o7te+8qmtE32NAwaY="},
         "buildInputs": ["libxcrypt"]}
+
+
+def test_dovecot_package_is_patched_once(flake):
+    patch = str(REPO / "pkgs" / "dovecot" / "no-notify-delay.patch")
+    for package in (flake["dovecot"]["package"], flake["dovecot"]["nixpkgsWithOverlay"]):
+        assert package == {"patches": [patch], "overrideArgs": {"withLua": True}}
 
 
 def test_installed_package_pytest_check(flake):

@@ -210,6 +210,32 @@ def this_hosts_dovecot(tmp_path: Path) -> dict[str, Any]:
             "default_internal_user": "dovecot", "default_internal_group": "dovecot"}
 
 
+NOTIFY_DELAY_PATCH = REPO / "pkgs" / "dovecot" / "no-notify-delay.patch"
+
+
+def test_dovecot_is_patched_without_the_notify_delay_by_default(summary):
+    # pkgs/dovecot/overlay.nix on top of nixpkgs' dovecot_2_3, Lua kept
+    assert summary["dovecot"]["packagePatches"] == [str(NOTIFY_DELAY_PATCH)]
+    assert summary["dovecot"]["packageOverrides"] == {"withLua": True}
+
+
+def test_dovecot_stock_package_on_request(tmp_path):
+    dovecot = evaluate(relay(dovecotWithoutNotifyDelay=False), tmp_path)["dovecot"]
+    assert dovecot["packagePatches"] == []
+    assert dovecot["packageOverrides"] == {"withLua": True}
+
+
+def test_notify_delay_patch_sets_every_delay_to_zero():
+    # the three places Dovecot 2.3 defines NOTIFY_DELAY_MSECS (IDLE on maildir uses the first)
+    text = NOTIFY_DELAY_PATCH.read_text()
+    files = [line.split()[1] for line in text.splitlines() if line.startswith("+++ ")]
+    assert files == ["b/src/lib-storage/index/imapc/imapc-mailbox.c",
+                     "b/src/lib-storage/list/mailbox-list-index-notify.c",
+                     "b/src/lib-storage/mailbox-watch.c"]
+    assert text.count("\n-#define NOTIFY_DELAY_MSECS 500\n") == 3
+    assert text.count("\n+#define NOTIFY_DELAY_MSECS 0\n") == 3
+
+
 def test_dovecot_accepts_config_as_nixpkgs_writes_it(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",

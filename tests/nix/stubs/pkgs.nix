@@ -1,20 +1,30 @@
 # Stand-ins for the packages modules/ uses: derivation-shaped attrsets with fake store paths.
+# `override` and `overrideAttrs` behave as nixpkgs' (lib.makeOverridable over a mkDerivation whose
+# overrideAttrs merges new attributes over the old ones, passthru landing on the result), so that
+# both compose as they do for real packages; the arguments given to `override` are kept in
+# `overrideArgs` for the tests.
+{ lib }:
 let
+  mkDerivation =
+    attrs:
+    removeAttrs attrs [ "passthru" ]
+    // attrs.passthru or { }
+    // {
+      type = "derivation";
+      outPath = "/nix/store/00000000000000000000000000000000-${attrs.pname}-${attrs.version}";
+      overrideAttrs = change: mkDerivation (attrs // (if lib.isFunction change then change attrs else change));
+    };
   package =
     name: version:
-    let
-      self = {
-        type = "derivation";
-        inherit name version;
+    lib.makeOverridable (
+      overrideArgs:
+      mkDerivation {
+        inherit name version overrideArgs;
         pname = name;
-        outPath = "/nix/store/00000000000000000000000000000000-${name}-${version}";
+        patches = [ ];
         meta.mainProgram = name;
-        # as nixpkgs' callPackage results: the arguments given are kept for the tests
-        overrideArgs = { };
-        override = args: self // { overrideArgs = self.overrideArgs // args; };
-      };
-    in
-    self;
+      }
+    ) { };
 in
 {
   chatmaild = package "chatmaild" "0.1.0";

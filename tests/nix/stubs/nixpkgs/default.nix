@@ -16,7 +16,7 @@ let
       inherit name system;
       outPath = "/nix/store/00000000000000000000000000000000-${name}";
     };
-  leaves = import ../pkgs.nix;
+  leaves = import ../pkgs.nix { inherit lib; };
 
   base =
     self:
