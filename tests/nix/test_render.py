@@ -374,6 +374,18 @@ def test_mail_over_https_can_be_turned_off(tmp_path, tls_files, mxdeliv):
     assert ("none}" in result["postfixMain"]["smtp_tls_policy_maps"]) == sending
 
 
+def test_relay_to_relay_connections_are_reused(tmp_path):
+    # TLS connections to other relays are cached (tlsproxy) for every destination, with
+    # Postfix's own time limits written out (docs/instant-delivery.md)
+    result = render({"domain": DOMAIN}, tmp_path)
+    main = result["postfixMain"]
+    assert main["smtp_tls_connection_reuse"] is True
+    assert main["smtp_connection_cache_destinations"] == "static:all"
+    assert main["smtp_connection_cache_time_limit"] == main["connection_cache_ttl_limit"] == "2s"
+    assert main["smtp_connection_reuse_time_limit"] == "300s"
+    assert "\ntlsproxy unix - - - - 0 tlsproxy\n" in result["masterCf"]
+
+
 def test_master_cf_text_matches_entries(tmp_path):
     text = render({"domain": DOMAIN}, tmp_path)["masterCf"]
     assert "\nsmtp inet n - - - - smtpd\n  -o cleanup_service_name=incomingclean\n" in text
