@@ -82,6 +82,7 @@ in
       ranges = config.networking.firewall.allowedUDPPortRanges;
     };
     coturn = config.services.coturn;
+    inherit (config.boot.kernel) sysctl;
     acme = mapAttrs (_: cert: {
       inherit (cert)
         directory

@@ -225,6 +225,13 @@ def test_dovecot_stock_package_on_request(tmp_path):
     assert dovecot["packageOverrides"] == {"withLua": True}
 
 
+def test_inotify_instances_for_every_idle_session(summary, tmp_path):
+    # one per IMAP session in IDLE; the kernel's 128 would leave the rest polling every 30 s
+    assert summary["sysctl"]["fs.inotify.max_user_instances"] == 524288
+    changed = evaluate(relay(), tmp_path, boot={"kernel": {"sysctl": {"fs.inotify.max_user_instances": 8192}}})
+    assert changed["sysctl"]["fs.inotify.max_user_instances"] == 8192
+
+
 def test_notify_delay_patch_sets_every_delay_to_zero():
     # the three places Dovecot 2.3 defines NOTIFY_DELAY_MSECS (IDLE on maildir uses the first)
     text = NOTIFY_DELAY_PATCH.read_text()

@@ -102,6 +102,20 @@ in
       default = [ ];
     };
 
+    # nixpkgs: a freeform submodule whose values (int, string, bool) may be defined once per
+    # priority
+    boot.kernel.sysctl = mkOption {
+      type = types.attrsOf (
+        types.uniq (
+          types.oneOf [
+            types.int
+            types.str
+            types.bool
+          ]
+        )
+      );
+      default = { };
+    };
     networking.firewall.allowedTCPPorts = mkOption {
       type = types.listOf types.port;
       default = [ ];
