@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.machinery
 import importlib.util
 import json
@@ -87,3 +88,19 @@ def scrape_metrics(netns: str, url: str, timeout: float = 60) -> dict[str, float
     if result.returncode != 0:
         raise AssertionError(f"scraping {url} in {netns} failed: {result.stderr}")
     return json.loads(result.stdout)
+
+
+# scripts/setup installs Dovecot built with this patch, versioned <Debian version>+chatmail.<hash>
+NOTIFY_DELAY_PATCH = REPO / "pkgs" / "dovecot" / "no-notify-delay.patch"
+
+
+def patched_dovecot_suffix() -> str:
+    """The version suffix of the Dovecot packages scripts/setup builds from NOTIFY_DELAY_PATCH:
+    `+chatmail.` and the first 8 hex digits of the patch file's SHA-256."""
+    return "+chatmail." + hashlib.sha256(NOTIFY_DELAY_PATCH.read_bytes()).hexdigest()[:8]
+
+
+def installed_dovecot_version(package: str = "dovecot-core") -> str:
+    result = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True,
+                            text=True, timeout=30)
+    return result.stdout.strip()
