@@ -63,6 +63,10 @@ testers.runNixOSTest {
     with subtest("accounts, logins, submission, encryption rule, delivery"):
         print(scenario("basic.py", "--domain ${domain}", ca))
 
+    with subtest("IDLE: new mail is reported at once (Dovecot without the 500 ms notify delay)"):
+        # the stock Dovecot reports a change no sooner than 500 ms after it: it cannot pass
+        print(scenario("idle.py", "--domain ${domain}", ca, "--count 5", "--faster-than 500"))
+
     with subtest("no new accounts while /etc/chatmail-nocreate exists"):
         accounts = "--accounts /tmp/nocreate-accounts.json"
         print(scenario("nocreate.py prepare", "--domain ${domain}", accounts, ca))

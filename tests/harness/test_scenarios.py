@@ -27,6 +27,15 @@ def test_federation(relays: LocalRelays, first: str, second: str) -> None:
     assert_ok(result, f"federation.py {first} <-> {second}")
 
 
+@pytest.mark.parametrize("source,target", [("chat.test", "chat.test"), ("chat.test", "chat2.test")])
+def test_idle(relays: LocalRelays, source: str, target: str) -> None:
+    # every delivered message reaches an IDLE session as EXISTS; how soon is the benchmark's
+    # business (scripts/bench: idle_notification_p50_ms), the Dovecot build test_dovecot_package's
+    result = relays.run_client(SCENARIOS / "idle.py", "--domain", source, "--to", target, "--ca", relays.ca)
+    assert_ok(result, f"idle.py {source} -> {target}")
+    assert "250 → EXISTS (ms): " in result.stdout, result.stdout
+
+
 def test_nocreate(relays: LocalRelays, tmp_path: Path) -> None:
     domain = "chat2.test"
     nocreate = Path(relays.relay(domain)["nocreate_file"])
