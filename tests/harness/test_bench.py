@@ -40,6 +40,9 @@ def test_bench_quick_json_has_every_figure() -> None:
     assert figures["process_cpu_ms_per_msg"]["bench.test"]["filtermail"] > 0
     # which Dovecot ran: the harness's build without the notify delay (scripts/setup)
     assert figures["dovecot_package"] and isinstance(figures["dovecot_without_notify_delay"], bool)
+    # Dovecot watched every IDLE session (the bench raised the machine's inotify limit for its run)
+    assert figures["inotify_max_user_instances"] >= 8192
+    assert figures["idle_sessions_without_inotify"] == 0
 
 
 def load_bench():
@@ -66,3 +69,23 @@ def test_cpu_by_label_counts_new_processes_in_full_and_reused_pids_afresh() -> N
     before = {1: ("postfix/smtpd", 2.0), 2: ("postfix/cleanup", 1.0), 3: ("filtermail", 5.0)}
     after = {1: ("postfix/smtpd", 2.5), 2: ("dovecot/lmtp", 0.25), 4: ("postfix/smtpd", 0.5), 3: ("filtermail", 5.0)}
     assert bench.cpu_by_label(before, after) == {"postfix/smtpd": 1.0, "dovecot/lmtp": 0.25, "filtermail": 0.0}
+
+
+def test_json_reports_the_idle_sessions_dovecot_could_not_watch() -> None:
+    bench = load_bench()
+    label = f"{bench.FILTERED} {bench.IDLE_SESSIONS} IDLE sessions: sessions without inotify"
+    figures = bench.result_json({label: [0.0, 96.0, 3.0]}, None, {})
+    assert figures["idle_sessions_without_inotify"] == 96.0
+
+
+def test_inotify_limit_is_raised_for_the_run_and_set_back(tmp_path) -> None:
+    bench = load_bench()
+    setting = tmp_path / "max_user_instances"
+    setting.write_text("128\n")
+    with bench.inotify_instances_at_least(8192, setting) as used:
+        assert used == 8192 and setting.read_text().strip() == "8192"
+    assert setting.read_text().strip() == "128"
+    setting.write_text("524288\n")  # a machine that has more keeps it
+    with bench.inotify_instances_at_least(8192, setting) as used:
+        assert used == 524288
+    assert setting.read_text().strip() == "524288"
