@@ -53,3 +53,13 @@ def test_setup_and_relay_on_a_new_machine(host: str) -> None:
         assert "== the host's Postfix still runs" in output
     written = set(section(output, "== written below /etc\n", "== exit").split())
     assert written <= SETUP_WRITES, f"written below /etc besides the user database: {written - SETUP_WRITES}"
+
+
+@pytest.mark.parametrize("venv", ["/tmp/chatmail-venv-{}", "/var/tmp/chatmail-venv-{}/venv"])
+def test_setup_refuses_a_venv_the_units_cannot_see(venv: str) -> None:
+    venv = venv.format(secrets.token_hex(3))
+    result = subprocess.run(["bash", str(REPO / "scripts" / "setup")], capture_output=True, text=True,
+                            env={**os.environ, "CHATMAIL_VENV": venv}, timeout=60)
+    assert result.returncode == 1
+    assert "PrivateTmp" in result.stderr and "CHATMAIL_VENV=/opt/" in result.stderr
+    assert not os.path.exists(venv)
